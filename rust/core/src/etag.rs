@@ -1,0 +1,220 @@
+//! Entity tags: generated unique per session and per write, and compared the way proxies
+//! force us to (weakly) in `If-Match` and `If-None-Match` (RFC 9110, section 13.1).
+
+use std::fmt;
+
+use http::header::{GetAll, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::id::SessionId;
+
+/// A strong entity tag this server issued, without its quotes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntityTag(String);
+
+impl EntityTag {
+    /// The tag of one version of a session.
+    ///
+    /// Hashing the session id and a random per-write nonce with the payload makes the tag
+    /// differ between sessions holding the same bytes, and between two writes of the same
+    /// bytes, so a polling peer always sees a write (Synapse hashes the payload alone).
+    pub fn for_version(id: SessionId, nonce: &[u8; 16], payload: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(id.to_bytes());
+        hasher.update(nonce);
+        hasher.update(payload);
+        let digest = hasher.finalize();
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        Self(hex)
+    }
+
+    /// Rebuilds a tag read back from a store.
+    ///
+    /// Returns `None` unless `opaque` is valid inside a quoted entity tag.
+    pub fn from_opaque(opaque: &str) -> Option<Self> {
+        // Visible ASCII only, so that the header value is always valid.
+        opaque
+            .bytes()
+            .all(|b| is_etagc(b) && b.is_ascii())
+            .then(|| Self(opaque.to_owned()))
+    }
+
+    /// The tag without quotes.
+    pub fn opaque(&self) -> &str {
+        &self.0
+    }
+
+    /// The `ETag` header value: the tag in quotes.
+    pub fn header_value(&self) -> HeaderValue {
+        // Only etagc bytes are ever stored, so the value is always valid.
+        HeaderValue::from_str(&format!("\"{}\"", self.0))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    }
+}
+
+impl fmt::Display for EntityTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The value of an `If-Match` or `If-None-Match` header: `*` or a list of tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityTagList {
+    /// `*`: any current version.
+    Any,
+    /// The opaque parts of the listed tags; whether each was weak does not matter to us.
+    Tags(Vec<String>),
+}
+
+/// The header is not a valid entity-tag list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedEntityTagList;
+
+impl EntityTagList {
+    /// Parses every field line of the header together, as one comma-separated list.
+    ///
+    /// Returns `Ok(None)` when the header is absent.
+    ///
+    /// # Errors
+    /// [`MalformedEntityTagList`] for unquoted tags, bad characters, a `*` mixed with tags,
+    /// or an empty list.
+    pub fn from_headers(
+        values: GetAll<'_, HeaderValue>,
+    ) -> Result<Option<Self>, MalformedEntityTagList> {
+        let mut tags = Vec::new();
+        let mut any = false;
+        let mut present = false;
+        for value in values {
+            present = true;
+            let text = value.to_str().map_err(|_| MalformedEntityTagList)?;
+            for item in text
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+            {
+                if item == "*" {
+                    any = true;
+                } else {
+                    tags.push(parse_tag(item)?);
+                }
+            }
+        }
+        match (present, any, tags.is_empty()) {
+            (false, _, _) => Ok(None),
+            (true, true, true) => Ok(Some(Self::Any)),
+            (true, false, false) => Ok(Some(Self::Tags(tags))),
+            _ => Err(MalformedEntityTagList),
+        }
+    }
+
+    /// Weak comparison (RFC 9110, 8.8.3.2): `W/"x"` matches `"x"`. Safe for `If-Match` too,
+    /// because our tags change on every write, so a weak tag still names exactly one version.
+    pub fn matches(&self, current: &EntityTag) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Tags(tags) => tags.iter().any(|tag| tag == current.opaque()),
+        }
+    }
+}
+
+fn parse_tag(item: &str) -> Result<String, MalformedEntityTagList> {
+    let quoted = item.strip_prefix("W/").unwrap_or(item);
+    let opaque = quoted
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .ok_or(MalformedEntityTagList)?;
+    if opaque.bytes().all(is_etagc) {
+        Ok(opaque.to_owned())
+    } else {
+        Err(MalformedEntityTagList)
+    }
+}
+
+/// `etagc` of RFC 9110: any visible byte but `"`, and obs-text.
+fn is_etagc(byte: u8) -> bool {
+    byte == 0x21 || (0x23..=0x7e).contains(&byte) || byte >= 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use http::HeaderMap;
+
+    use super::*;
+    use crate::entropy::SystemEntropy;
+
+    fn id() -> SessionId {
+        SessionId::generate(SystemTime::now(), &SystemEntropy).unwrap()
+    }
+
+    fn parse(lines: &[&str]) -> Result<Option<EntityTagList>, MalformedEntityTagList> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(http::header::IF_MATCH, HeaderValue::from_str(line).unwrap());
+        }
+        EntityTagList::from_headers(headers.get_all(http::header::IF_MATCH))
+    }
+
+    #[test]
+    fn tags_differ_per_session_and_per_write() {
+        let (a, b) = (id(), id());
+        let nonce = [7u8; 16];
+        assert_ne!(
+            EntityTag::for_version(a, &nonce, b"same"),
+            EntityTag::for_version(b, &nonce, b"same")
+        );
+        assert_ne!(
+            EntityTag::for_version(a, &[1; 16], b"same"),
+            EntityTag::for_version(a, &[2; 16], b"same")
+        );
+        assert_eq!(EntityTag::for_version(a, &nonce, b"x").opaque().len(), 32);
+    }
+
+    #[test]
+    fn weak_and_strong_forms_match() {
+        let tag = EntityTag::for_version(id(), &[0; 16], b"");
+        let strong = format!("\"{}\"", tag.opaque());
+        let weak = format!("W/\"{}\"", tag.opaque());
+        assert!(parse(&[&strong]).unwrap().unwrap().matches(&tag));
+        assert!(parse(&[&weak]).unwrap().unwrap().matches(&tag));
+        assert!(parse(&["\"other\", ", &weak])
+            .unwrap()
+            .unwrap()
+            .matches(&tag));
+        assert!(!parse(&["\"other\""]).unwrap().unwrap().matches(&tag));
+    }
+
+    #[test]
+    fn star_matches_anything() {
+        let tag = EntityTag::for_version(id(), &[0; 16], b"");
+        assert_eq!(parse(&["*"]), Ok(Some(EntityTagList::Any)));
+        assert!(EntityTagList::Any.matches(&tag));
+    }
+
+    #[test]
+    fn absent_header_is_none() {
+        assert_eq!(parse(&[]), Ok(None));
+    }
+
+    #[test]
+    fn malformed_lists_are_refused() {
+        for bad in [
+            &["abc"][..],
+            &["\"abc"],
+            &["*, \"a\""],
+            &[""],
+            &["\"a b\""],
+            &["W/abc"],
+        ] {
+            assert_eq!(parse(bad), Err(MalformedEntityTagList), "{bad:?}");
+        }
+    }
+}

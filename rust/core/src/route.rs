@@ -1,0 +1,150 @@
+//! Which part of the API a request path addresses.
+
+use crate::id::SessionId;
+
+/// The standard create path of MSC4108, served by Synapse's client listener.
+pub const CREATE_PATH: &str = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
+/// Where sessions live; Synapse's root resource answers CORS preflights under it.
+pub const SESSION_PREFIX: &str = "/_synapse/client/rendezvous";
+
+/// What a request path addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The create endpoint.
+    Create,
+    /// A session URL; `None` when its id cannot be one this server issued.
+    Session(Option<SessionId>),
+    /// Nothing this API serves.
+    Unknown,
+}
+
+/// How paths map to routes in the mode the module runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    create_at_session_root: bool,
+}
+
+impl Routes {
+    /// Takeover mode: creates arrive on [`CREATE_PATH`] only.
+    pub fn takeover() -> Self {
+        Self {
+            create_at_session_root: false,
+        }
+    }
+
+    /// Delegation mode: Synapse redirects creates to [`SESSION_PREFIX`] itself.
+    pub fn delegation() -> Self {
+        Self {
+            create_at_session_root: true,
+        }
+    }
+
+    /// The route of `path` (without the query string).
+    pub fn route(self, path: &str) -> Route {
+        if path == CREATE_PATH {
+            return Route::Create;
+        }
+        let Some(rest) = path.strip_prefix(SESSION_PREFIX) else {
+            return Route::Unknown;
+        };
+        match rest {
+            "" | "/" if self.create_at_session_root => Route::Create,
+            "" | "/" => Route::Unknown,
+            _ => match rest.strip_prefix('/') {
+                Some(segment) if !segment.contains('/') => {
+                    Route::Session(percent_decode(segment).and_then(|id| id.parse().ok()))
+                }
+                _ => Route::Unknown,
+            },
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            decoded.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::entropy::SystemEntropy;
+
+    #[test]
+    fn create_paths_depend_on_mode() {
+        assert_eq!(Routes::takeover().route(CREATE_PATH), Route::Create);
+        assert_eq!(Routes::takeover().route(SESSION_PREFIX), Route::Unknown);
+        assert_eq!(Routes::delegation().route(SESSION_PREFIX), Route::Create);
+        assert_eq!(
+            Routes::delegation().route("/_synapse/client/rendezvous/"),
+            Route::Create
+        );
+    }
+
+    #[test]
+    fn session_ids_are_parsed_strictly() {
+        let id = SessionId::generate(SystemTime::now(), &SystemEntropy).unwrap();
+        let routes = Routes::takeover();
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/{id}")),
+            Route::Session(Some(id))
+        );
+        let lower = id.to_string().to_lowercase();
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/{lower}")),
+            Route::Session(None)
+        );
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/%C3%A9")),
+            Route::Session(None)
+        );
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/%zz")),
+            Route::Session(None)
+        );
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/%")),
+            Route::Session(None)
+        );
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/{id}/x")),
+            Route::Unknown
+        );
+        assert_eq!(
+            routes.route(&format!("{SESSION_PREFIX}/..%2F..")),
+            Route::Session(None)
+        );
+        assert_eq!(routes.route("/_synapse/client/rendezvousX"), Route::Unknown);
+        assert_eq!(routes.route("/other"), Route::Unknown);
+    }
+
+    #[test]
+    fn escaped_id_characters_decode() {
+        let id = SessionId::generate(SystemTime::now(), &SystemEntropy).unwrap();
+        let text = id.to_string();
+        let escaped = format!("%{:02X}{}", text.as_bytes()[0], &text[1..]);
+        assert_eq!(
+            Routes::takeover().route(&format!("{SESSION_PREFIX}/{escaped}")),
+            Route::Session(Some(id))
+        );
+    }
+}
