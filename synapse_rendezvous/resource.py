@@ -1,0 +1,31 @@
+"""The Twisted resource at ``/_synapse/client/rendezvous``: every request goes to the core."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from synapse_rendezvous._core import RendezvousHandler
+
+
+class RendezvousResource(Resource):
+    """Serves the sessions (and, in delegation mode, creates) under its path.
+
+    The core answers synchronously and writes the whole response itself, including CORS
+    headers and Matrix JSON errors, so no method is refused here.
+    """
+
+    isLeaf = True
+
+    def __init__(self, handler: RendezvousHandler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def render(self, request: Request) -> int:
+        self._handler.handle(request)
+        return NOT_DONE_YET
