@@ -23,6 +23,11 @@ pub enum ErrorKind {
     UnknownPath,
     /// The method is not allowed on this path.
     MethodNotAllowed,
+    /// The client is over one of its rate limits.
+    RateLimited {
+        /// When the request would be allowed.
+        retry_after: Duration,
+    },
     /// No room for another live session.
     CapacityExceeded {
         /// When a slot frees up at the latest.
@@ -68,6 +73,11 @@ impl ErrorKind {
                 "M_UNRECOGNIZED",
                 "Method not allowed".to_owned(),
             ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "M_LIMIT_EXCEEDED",
+                "Too many requests; slow down".to_owned(),
+            ),
             Self::CapacityExceeded { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "M_LIMIT_EXCEEDED",
@@ -89,7 +99,9 @@ impl ErrorKind {
     /// How long the client should wait before retrying, for errors that say so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::CapacityExceeded { retry_after } => Some(*retry_after),
+            Self::CapacityExceeded { retry_after } | Self::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }

@@ -12,6 +12,9 @@ use crate::entropy::Entropy;
 use crate::error::ErrorKind;
 use crate::etag::EntityTagList;
 use crate::id::SessionId;
+use crate::rate_limit::{
+    ClientKey, Decision, Limit, MemoryRateLimiter, MemorySessionQuota, RateLimiter, SessionQuota,
+};
 use crate::request::check_upload;
 use crate::response::{Problem, Responder};
 use crate::route::{Route, Routes, SESSION_PREFIX};
@@ -24,13 +27,17 @@ pub struct Rendezvous {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    limiter: Arc<dyn RateLimiter>,
+    quota: Arc<dyn SessionQuota>,
     routes: Routes,
     session_url_base: String,
 }
 
 impl Rendezvous {
     /// The API serving `routes`, with session URLs under `public_baseurl` (the homeserver's
-    /// setting, which ends in `/`; one is added if missing).
+    /// setting, which ends in `/`; one is added if missing). Rate limits are kept in this
+    /// process's memory unless [`Rendezvous::with_rate_limiter`] says otherwise; they apply to
+    /// requests that carry a [`ClientKey`] extension.
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
@@ -40,14 +47,30 @@ impl Rendezvous {
         public_baseurl: &str,
     ) -> Self {
         let base = public_baseurl.trim_end_matches('/');
+        let limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit.clone()));
         Self {
             config,
             store,
             clock,
             entropy,
+            limiter,
+            quota: Arc::new(MemorySessionQuota::new()),
             routes,
             session_url_base: format!("{base}{SESSION_PREFIX}/"),
         }
+    }
+
+    /// The same API with its rate limits and per-client session counts kept elsewhere
+    /// (shared by several processes).
+    #[must_use]
+    pub fn with_limits(
+        mut self,
+        limiter: Arc<dyn RateLimiter>,
+        quota: Arc<dyn SessionQuota>,
+    ) -> Self {
+        self.limiter = limiter;
+        self.quota = quota;
+        self
     }
 
     /// The configuration in force.
@@ -68,22 +91,12 @@ impl Rendezvous {
     /// Answers one request. Never fails: every problem becomes an HTTP error response, and
     /// store failures also carry a [`Problem`] extension for the caller to log.
     pub fn handle(&self, request: &Request<Bytes>) -> Response<Bytes> {
-        let responder = Responder::new(self.clock.now());
-        let result = match self.routes.route(request.uri().path()) {
-            Route::Create => match *request.method() {
-                Method::POST => self.create(request, &responder),
-                Method::OPTIONS => Ok(responder.preflight()),
-                _ => Err(ErrorKind::MethodNotAllowed.into()),
-            },
-            Route::Session(id) => match *request.method() {
-                Method::GET => self.read(request, id, false, &responder),
-                Method::HEAD => self.read(request, id, true, &responder),
-                Method::PUT => self.write(request, id, &responder),
-                Method::DELETE => self.delete(id, &responder),
-                Method::OPTIONS => Ok(responder.preflight()),
-                _ => Err(ErrorKind::MethodNotAllowed.into()),
-            },
-            Route::Unknown => Err(ErrorKind::UnknownPath.into()),
+        let now = self.clock.now();
+        let responder = Responder::new(now);
+        let route = self.routes.route(request.uri().path());
+        let result = match self.check_rate_limit(request, route, now) {
+            Ok(()) => self.dispatch(request, route, &responder),
+            Err(failure) => Err(failure),
         };
         result.unwrap_or_else(|failure| {
             let mut response = responder.error(&failure.kind);
@@ -92,6 +105,54 @@ impl Rendezvous {
             }
             response
         })
+    }
+
+    fn check_rate_limit(
+        &self,
+        request: &Request<Bytes>,
+        route: Route,
+        now: std::time::SystemTime,
+    ) -> Result<(), Failure> {
+        let limit = match route {
+            _ if request.method() == Method::OPTIONS => return Ok(()),
+            Route::Create => Limit::Create,
+            Route::Session(_) => Limit::Session,
+            Route::Unknown => return Ok(()),
+        };
+        let Some(client) = self.limited_client(request) else {
+            return Ok(());
+        };
+        match self.limiter.check(limit, client, now)? {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after } => Err(ErrorKind::RateLimited { retry_after }.into()),
+        }
+    }
+
+    /// The client a request counts against, unless limits do not apply to it.
+    fn limited_client<'r>(&self, request: &'r Request<Bytes>) -> Option<&'r ClientKey> {
+        request
+            .extensions()
+            .get::<ClientKey>()
+            .filter(|client| self.config.rate_limit.applies_to(client))
+    }
+
+    fn dispatch(&self, request: &Request<Bytes>, route: Route, responder: &Responder) -> Outcome {
+        match route {
+            Route::Create => match *request.method() {
+                Method::POST => self.create(request, responder),
+                Method::OPTIONS => Ok(responder.preflight()),
+                _ => Err(ErrorKind::MethodNotAllowed.into()),
+            },
+            Route::Session(id) => match *request.method() {
+                Method::GET => self.read(request, id, false, responder),
+                Method::HEAD => self.read(request, id, true, responder),
+                Method::PUT => self.write(request, id, responder),
+                Method::DELETE => self.delete(id, responder),
+                Method::OPTIONS => Ok(responder.preflight()),
+                _ => Err(ErrorKind::MethodNotAllowed.into()),
+            },
+            Route::Unknown => Err(ErrorKind::UnknownPath.into()),
+        }
     }
 
     /// The 500 answer for a failure outside the core's control, such as a panic the caller
@@ -105,7 +166,10 @@ impl Rendezvous {
     /// # Errors
     /// [`StoreError`] when the store cannot be used.
     pub fn reclaim_expired(&self) -> Result<usize, StoreError> {
-        self.store.reclaim_expired(self.clock.now())
+        let now = self.clock.now();
+        self.limiter.forget_idle(now);
+        self.quota.forget_expired(now);
+        self.store.reclaim_expired(now)
     }
 
     /// How many sessions are live now.
@@ -186,6 +250,7 @@ impl Rendezvous {
     fn delete(&self, id: Option<SessionId>, responder: &Responder) -> Outcome {
         let id = id.ok_or(ErrorKind::SessionNotFound)?;
         if self.store.delete(id, self.clock.now())? {
+            self.quota.release(id)?;
             Ok(responder.deleted())
         } else {
             Err(ErrorKind::SessionNotFound.into())

@@ -34,6 +34,11 @@ impl SessionId {
         Ok(Self(Ulid::from_parts(millis, random)))
     }
 
+    /// The id of a stored ULID, as read back from a snapshot or a shared store.
+    pub fn from_ulid(ulid: Ulid) -> Self {
+        Self(ulid)
+    }
+
     /// The 16 bytes of the ULID, for hashing.
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_bytes()

@@ -17,6 +17,7 @@ mod error;
 mod etag;
 mod handler;
 mod id;
+pub mod rate_limit;
 mod request;
 mod response;
 mod route;
@@ -24,7 +25,7 @@ mod session;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, RedisConfig, StoreConfig};
 pub use duration::parse_duration;
 pub use entropy::{Entropy, EntropyError, SystemEntropy};
 pub use error::ErrorKind;

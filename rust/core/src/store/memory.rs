@@ -63,6 +63,21 @@ impl MemoryStore {
             .collect()
     }
 
+    /// Puts sessions from a snapshot back, up to the capacity; returns how many were kept.
+    pub fn restore(&self, sessions: Vec<Session>, now: SystemTime) -> usize {
+        let mut restored = 0;
+        for session in sessions {
+            if session.is_expired(now) {
+                continue;
+            }
+            match self.create(session, now) {
+                Ok(CreateOutcome::Created) => restored += 1,
+                _ => break,
+            }
+        }
+        restored
+    }
+
     fn lock(&self) -> MutexGuard<'_, Sessions> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the store, so keep serving.

@@ -3,6 +3,7 @@
 //! precondition holds at that instant, and live sessions are never evicted to make room.
 
 mod memory;
+pub mod snapshot;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

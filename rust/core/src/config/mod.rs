@@ -1,0 +1,353 @@
+//! The module's `config:` block: defaults, parsing and validation. Every error names the key
+//! it is about, so that Synapse can refuse to start with a message an admin can act on.
+
+mod rate_limit;
+mod redis;
+mod values;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::rate_limit::RateLimitConfig;
+
+use self::rate_limit::rate_limit_config;
+use self::redis::redis_config;
+use self::values::{duration_in_range, integer_in_range, non_empty_string};
+
+/// Shortest allowed session lifetime: anything shorter cannot complete a QR login.
+const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest allowed session lifetime: a rendezvous is a one-off exchange, not storage.
+const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Largest allowed `max_payload_bytes`: MSC4108 payloads are a few KiB of ciphertext.
+const MAX_MAX_PAYLOAD_BYTES: usize = 1_048_576;
+/// Largest allowed `capacity`.
+const MAX_CAPACITY: usize = 10_000_000;
+
+/// Validated settings of the rendezvous core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How long a session lives from its creation; writes do not extend it.
+    pub ttl: Duration,
+    /// Largest body accepted on create and write, in bytes (the limit itself is allowed).
+    pub max_payload_bytes: usize,
+    /// Most live sessions held at once; creates beyond it are refused, never evicting.
+    pub capacity: usize,
+    /// Where sessions live.
+    pub store: StoreConfig,
+    /// Per-client limits.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Which store holds the sessions, and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// This process's memory: the zero-setup default.
+    Memory {
+        /// Where live sessions are saved on a clean shutdown and loaded from at startup.
+        snapshot_path: Option<PathBuf>,
+    },
+    /// A Redis server shared by every Synapse process.
+    Redis(RedisConfig),
+}
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` or `unix://` URL; `None` means the homeserver's own `redis:`.
+    pub url: Option<String>,
+    /// Prepended to every key, so that the store can share a Redis with Synapse.
+    pub key_prefix: String,
+    /// Longest a request waits for Redis before it is answered 503.
+    pub timeout: Duration,
+    /// Most connections each process keeps open.
+    pub pool_size: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "synapse_rendezvous:".to_owned(),
+            timeout: Duration::from_secs(2),
+            pool_size: 16,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // 120 s rather than Synapse's 60 s: a client whose clock runs 60 s ahead of the
+            // server still has a minute to finish.
+            ttl: Duration::from_secs(120),
+            // MSC4108's figure.
+            max_payload_bytes: 4096,
+            capacity: 10_000,
+            store: StoreConfig::Memory {
+                snapshot_path: None,
+            },
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// A configuration value that cannot be used, and the key it was found under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key, for example `ttl`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Builds a configuration from the module's `config:` block, as JSON. `null` (an empty
+    /// block in YAML) means every default.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first unknown key or invalid value.
+    pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
+        let empty = Map::new();
+        let map = match value {
+            Value::Null => &empty,
+            Value::Object(map) => map,
+            _ => return Err(ConfigError::new("config", "must be a mapping of options")),
+        };
+        let mut config = Self::default();
+        let mut store_kind = "memory";
+        let (mut snapshot_path, mut redis) = (None, None);
+        for (key, value) in map {
+            match key.as_str() {
+                "ttl" => config.ttl = duration_in_range(key, value, MIN_TTL, MAX_TTL)?,
+                "max_payload_bytes" => {
+                    config.max_payload_bytes =
+                        integer_in_range(key, value, 1, MAX_MAX_PAYLOAD_BYTES)?;
+                }
+                "capacity" => config.capacity = integer_in_range(key, value, 1, MAX_CAPACITY)?,
+                "store" => {
+                    store_kind = match value.as_str() {
+                        Some(kind @ ("memory" | "redis")) => kind,
+                        _ => {
+                            return Err(ConfigError::new(
+                                key,
+                                format!("must be \"memory\" or \"redis\", got {value}"),
+                            ))
+                        }
+                    };
+                }
+                "snapshot_path" => snapshot_path = Some(non_empty_string(key, value)?),
+                "redis" => redis = Some(redis_config(value)?),
+                "rate_limit" => config.rate_limit = rate_limit_config(value)?,
+                _ => return Err(ConfigError::new(key, "unknown option")),
+            }
+        }
+        config.store = match (store_kind, snapshot_path, redis) {
+            ("redis", Some(_), _) => {
+                return Err(ConfigError::new(
+                    "snapshot_path",
+                    "only applies to the memory store (Redis keeps its own data)",
+                ))
+            }
+            ("redis", None, redis) => StoreConfig::Redis(redis.unwrap_or_default()),
+            (_, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    "redis",
+                    "only applies with `store: redis`",
+                ))
+            }
+            (_, snapshot_path, None) => StoreConfig::Memory {
+                snapshot_path: snapshot_path.map(PathBuf::from),
+            },
+        };
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error_key(value: &Value) -> String {
+        Config::from_json(value).unwrap_err().key
+    }
+
+    #[test]
+    fn empty_block_gives_defaults() {
+        let config = Config::from_json(&Value::Null).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.ttl, Duration::from_secs(120));
+        assert_eq!(config.max_payload_bytes, 4096);
+        assert_eq!(config.capacity, 10_000);
+        assert_eq!(Config::from_json(&json!({})).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config =
+            Config::from_json(&json!({"ttl": "90s", "max_payload_bytes": 100, "capacity": 5}))
+                .unwrap();
+        assert_eq!(config.ttl, Duration::from_secs(90));
+        assert_eq!(config.max_payload_bytes, 100);
+        assert_eq!(config.capacity, 5);
+    }
+
+    #[test]
+    fn ttl_accepts_synapse_durations() {
+        for (value, secs) in [
+            (json!("2m"), 120),
+            (json!(90_000), 90),
+            (json!("1d"), 86_400),
+        ] {
+            assert_eq!(
+                Config::from_json(&json!({ "ttl": value })).unwrap().ttl,
+                Duration::from_secs(secs)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(error_key(&json!({"ttl": -1})), "ttl");
+        assert_eq!(error_key(&json!({"ttl": "0s"})), "ttl");
+        assert_eq!(error_key(&json!({"ttl": "2d"})), "ttl");
+        assert_eq!(error_key(&json!({"ttl": 1.5})), "ttl");
+        assert_eq!(error_key(&json!({"capacity": 0})), "capacity");
+        assert_eq!(error_key(&json!({"capacity": -3})), "capacity");
+        assert_eq!(error_key(&json!({"capacity": "10"})), "capacity");
+        assert_eq!(
+            error_key(&json!({"max_payload_bytes": "lots"})),
+            "max_payload_bytes"
+        );
+        assert_eq!(
+            error_key(&json!({"max_payload_bytes": 2_000_000})),
+            "max_payload_bytes"
+        );
+        assert_eq!(error_key(&json!({"no_such_key": 1})), "no_such_key");
+        assert_eq!(error_key(&json!([1, 2])), "config");
+    }
+
+    #[test]
+    fn store_selection() {
+        let redis = Config::from_json(&json!({
+            "store": "redis",
+            "redis": {"url": "redis://127.0.0.1:6379/2", "key_prefix": "x:", "timeout": "500ms"}
+        }))
+        .unwrap();
+        assert_eq!(
+            redis.store,
+            StoreConfig::Redis(RedisConfig {
+                url: Some("redis://127.0.0.1:6379/2".to_owned()),
+                key_prefix: "x:".to_owned(),
+                timeout: Duration::from_millis(500),
+                pool_size: 16,
+            })
+        );
+        let snapshot = Config::from_json(&json!({"snapshot_path": "/var/lib/x.snap"})).unwrap();
+        assert_eq!(
+            snapshot.store,
+            StoreConfig::Memory {
+                snapshot_path: Some(PathBuf::from("/var/lib/x.snap"))
+            }
+        );
+        assert_eq!(
+            Config::from_json(&json!({"store": "redis"})).unwrap().store,
+            StoreConfig::Redis(RedisConfig::default())
+        );
+    }
+
+    #[test]
+    fn store_options_are_checked() {
+        assert_eq!(error_key(&json!({"store": "disk"})), "store");
+        assert_eq!(
+            error_key(&json!({"store": "redis", "snapshot_path": "/x"})),
+            "snapshot_path"
+        );
+        assert_eq!(error_key(&json!({"redis": {"url": "redis://x"}})), "redis");
+        assert_eq!(
+            error_key(&json!({"store": "redis", "redis": {"url": "http://x"}})),
+            "redis.url"
+        );
+        assert_eq!(
+            error_key(&json!({"store": "redis", "redis": {"timeout": 0}})),
+            "redis.timeout"
+        );
+        assert_eq!(
+            error_key(&json!({"store": "redis", "redis": {"nope": 1}})),
+            "redis.nope"
+        );
+        assert_eq!(error_key(&json!({"store": "redis", "redis": []})), "redis");
+        assert_eq!(error_key(&json!({"snapshot_path": ""})), "snapshot_path");
+    }
+
+    #[test]
+    fn rate_limits_are_read() {
+        let config = Config::from_json(&json!({"rate_limit": {
+            "create": {"per_second": 1, "burst": 3},
+            "session": {"per_second": 0.5},
+            "max_sessions_per_ip": 2,
+            "exempt": ["127.0.0.1", "10.0.0.0/8", "::1"],
+        }}))
+        .unwrap();
+        let limits = config.rate_limit;
+        assert!(limits.enabled);
+        assert!((limits.create.per_second - 1.0).abs() < f64::EPSILON);
+        assert_eq!(limits.create.burst, 3);
+        assert!((limits.session.per_second - 0.5).abs() < f64::EPSILON);
+        assert_eq!(limits.session.burst, 50);
+        assert_eq!(limits.max_sessions_per_ip, 2);
+        assert_eq!(limits.exempt.len(), 3);
+    }
+
+    #[test]
+    fn rate_limit_errors_name_the_nested_key() {
+        let key = |limits: Value| error_key(&json!({ "rate_limit": limits }));
+        assert_eq!(
+            key(json!({"create": {"per_second": 0}})),
+            "rate_limit.create.per_second"
+        );
+        assert_eq!(
+            key(json!({"session": {"burst": -1}})),
+            "rate_limit.session.burst"
+        );
+        assert_eq!(key(json!({"exempt": ["nope"]})), "rate_limit.exempt[0]");
+        assert_eq!(key(json!({"exempt": "10.0.0.0/8"})), "rate_limit.exempt");
+        assert_eq!(key(json!({"enabled": "yes"})), "rate_limit.enabled");
+        assert_eq!(
+            key(json!({"max_sessions_per_ip": 0})),
+            "rate_limit.max_sessions_per_ip"
+        );
+        assert_eq!(key(json!({"what": 1})), "rate_limit.what");
+        assert_eq!(key(json!(3)), "rate_limit");
+    }
+
+    #[test]
+    fn error_message_says_what_is_allowed() {
+        let error = Config::from_json(&json!({"capacity": 0})).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid `capacity`: must be an integer from 1 to 10000000, got 0"
+        );
+    }
+}

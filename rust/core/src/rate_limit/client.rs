@@ -1,0 +1,81 @@
+//! Who a request counts against: its client address, with IPv6 grouped by /64, since one
+//! subscriber usually holds a whole /64 and could otherwise rotate through it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The rate-limit identity of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    address: IpAddr,
+    key: IpAddr,
+}
+
+impl ClientKey {
+    /// The key of a client connecting from `address`.
+    pub fn new(address: IpAddr) -> Self {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            IpAddr::V4(_) => address,
+        };
+        let key = match address {
+            IpAddr::V6(v6) => {
+                let segments = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(
+                    segments[0],
+                    segments[1],
+                    segments[2],
+                    segments[3],
+                    0,
+                    0,
+                    0,
+                    0,
+                ))
+            }
+            IpAddr::V4(_) => address,
+        };
+        Self { address, key }
+    }
+
+    /// The client's own address (for exemptions).
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_groups_by_slash_64() {
+        let a = ClientKey::new("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = ClientKey::new("2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = ClientKey::new("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(
+            a,
+            ClientKey {
+                address: a.address(),
+                ..b
+            }
+        );
+        assert_eq!(a.to_string(), b.to_string());
+        assert_ne!(a.to_string(), c.to_string());
+    }
+
+    #[test]
+    fn mapped_ipv4_is_ipv4() {
+        let mapped = ClientKey::new("::ffff:192.0.2.7".parse().unwrap());
+        assert_eq!(mapped.to_string(), "192.0.2.7");
+        assert_eq!(mapped.address(), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+}
