@@ -2,6 +2,7 @@
 //! clients rely on, then the store.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -12,6 +13,7 @@ use crate::entropy::Entropy;
 use crate::error::ErrorKind;
 use crate::etag::EntityTagList;
 use crate::id::SessionId;
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::rate_limit::{
     ClientKey, Decision, Limit, MemoryRateLimiter, MemorySessionQuota, RateLimiter, SessionQuota,
 };
@@ -31,6 +33,7 @@ pub struct Rendezvous {
     quota: Arc<dyn SessionQuota>,
     routes: Routes,
     session_url_base: String,
+    metrics: Metrics,
 }
 
 impl Rendezvous {
@@ -57,6 +60,7 @@ impl Rendezvous {
             quota: Arc::new(MemorySessionQuota::new()),
             routes,
             session_url_base: format!("{base}{SESSION_PREFIX}/"),
+            metrics: Metrics::default(),
         }
     }
 
@@ -98,20 +102,39 @@ impl Rendezvous {
             Ok(()) => self.dispatch(request, route, &responder),
             Err(failure) => Err(failure),
         };
-        result.unwrap_or_else(|failure| {
+        let response = result.unwrap_or_else(|failure| {
+            if matches!(failure.kind, ErrorKind::RateLimited { .. }) {
+                self.metrics.rate_limited();
+            }
             let mut response = responder.error(&failure.kind);
             if let Some(problem) = failure.problem {
                 response.extensions_mut().insert(problem);
             }
             response
-        })
+        });
+        self.metrics.response(request.method(), response.status());
+        response
+    }
+
+    /// Every counter of this instance, now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Runs one store call, recording its latency and any error.
+    fn timed<T>(&self, call: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call();
+        self.metrics
+            .store_call(started.elapsed(), result.as_ref().err());
+        result
     }
 
     fn check_rate_limit(
         &self,
         request: &Request<Bytes>,
         route: Route,
-        now: std::time::SystemTime,
+        now: SystemTime,
     ) -> Result<(), Failure> {
         let limit = match route {
             _ if request.method() == Method::OPTIONS => return Ok(()),
@@ -122,7 +145,7 @@ impl Rendezvous {
         let Some(client) = self.limited_client(request) else {
             return Ok(());
         };
-        match self.limiter.check(limit, client, now)? {
+        match self.timed(|| self.limiter.check(limit, client, now))? {
             Decision::Allowed => Ok(()),
             Decision::Limited { retry_after } => Err(ErrorKind::RateLimited { retry_after }.into()),
         }
@@ -169,7 +192,9 @@ impl Rendezvous {
         let now = self.clock.now();
         self.limiter.forget_idle(now);
         self.quota.forget_expired(now);
-        self.store.reclaim_expired(now)
+        let reclaimed = self.timed(|| self.store.reclaim_expired(now))?;
+        self.metrics.sessions_expired(reclaimed);
+        Ok(reclaimed)
     }
 
     /// How many sessions are live now.
@@ -177,7 +202,7 @@ impl Rendezvous {
     /// # Errors
     /// [`StoreError`] when the store cannot be used.
     pub fn live_count(&self) -> Result<usize, StoreError> {
-        self.store.live_count(self.clock.now())
+        self.timed(|| self.store.live_count(self.clock.now()))
     }
 
     fn create(&self, request: &Request<Bytes>, responder: &Responder) -> Outcome {
@@ -189,8 +214,24 @@ impl Rendezvous {
         let now = self.clock.now();
         let session = Session::create(request.body().clone(), now, self.config.ttl, &*self.entropy)
             .map_err(|error| Failure::internal(error.to_string()))?;
-        match self.store.create(session.clone(), now)? {
+        let owner = self.limited_client(request);
+        if let Some(client) = owner {
+            let max = self.config.rate_limit.max_sessions_per_ip;
+            let decision = self.timed(|| {
+                self.quota
+                    .reserve(client, session.id, session.expires, max, now)
+            })?;
+            if let Decision::Limited { retry_after } = decision {
+                return Err(ErrorKind::RateLimited { retry_after }.into());
+            }
+        }
+        let outcome = self.timed(|| self.store.create(session.clone(), now));
+        if owner.is_some() && !matches!(outcome, Ok(CreateOutcome::Created)) {
+            self.timed(|| self.quota.release(session.id))?;
+        }
+        match outcome? {
             CreateOutcome::Created => {
+                self.metrics.session_created();
                 Ok(responder.created(&session, &self.session_url(session.id)))
             }
             CreateOutcome::Full { retry_after } => {
@@ -238,9 +279,10 @@ impl Rendezvous {
         let now = self.clock.now();
         let version = Session::next_version(id, request.body().clone(), now, &*self.entropy)
             .map_err(|error| Failure::internal(error.to_string()))?;
-        match self.store.replace(id, &if_match, version, now)? {
+        match self.timed(|| self.store.replace(id, &if_match, version, now))? {
             ReplaceOutcome::Replaced(session) => Ok(responder.accepted(&session)),
             ReplaceOutcome::PreconditionFailed(session) => {
+                self.metrics.conflict();
                 Ok(responder.precondition_failed(&session))
             }
             ReplaceOutcome::NotFound => Err(ErrorKind::SessionNotFound.into()),
@@ -249,8 +291,9 @@ impl Rendezvous {
 
     fn delete(&self, id: Option<SessionId>, responder: &Responder) -> Outcome {
         let id = id.ok_or(ErrorKind::SessionNotFound)?;
-        if self.store.delete(id, self.clock.now())? {
-            self.quota.release(id)?;
+        if self.timed(|| self.store.delete(id, self.clock.now()))? {
+            self.metrics.session_deleted();
+            self.timed(|| self.quota.release(id))?;
             Ok(responder.deleted())
         } else {
             Err(ErrorKind::SessionNotFound.into())
@@ -259,8 +302,7 @@ impl Rendezvous {
 
     fn live_session(&self, id: Option<SessionId>) -> Result<Session, Failure> {
         let id = id.ok_or(ErrorKind::SessionNotFound)?;
-        self.store
-            .get(id, self.clock.now())?
+        self.timed(|| self.store.get(id, self.clock.now()))?
             .ok_or_else(|| ErrorKind::SessionNotFound.into())
     }
 }

@@ -4,11 +4,26 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-/// The rate-limit identity of a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The rate-limit identity of a client. Two clients are the same when their keys are: one
+/// IPv4 address, or one IPv6 /64.
+#[derive(Debug, Clone, Copy)]
 pub struct ClientKey {
     address: IpAddr,
     key: IpAddr,
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ClientKey {}
+
+impl std::hash::Hash for ClientKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
 }
 
 impl ClientKey {

@@ -1,6 +1,9 @@
 //! Helpers for the spec tests: a [`Harness`] around a [`Rendezvous`] driven by a
 //! [`ManualClock`], a request builder, and assertions on replies.
 
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,6 +12,7 @@ use bytes::Bytes;
 use headers::{Date, Expires, Header, HeaderMapExt, LastModified};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
+use synapse_rendezvous_core::rate_limit::ClientKey;
 use synapse_rendezvous_core::{
     Clock, Config, Entropy, EntropyError, ManualClock, MemoryStore, Rendezvous, Routes, SessionId,
     SystemEntropy, CREATE_PATH, SESSION_PREFIX,
@@ -147,6 +151,7 @@ impl Harness {
             uri: uri.to_owned(),
             headers: Vec::new(),
             body: Bytes::new(),
+            client: None,
         }
     }
 
@@ -264,9 +269,17 @@ pub struct Req<'h> {
     uri: String,
     headers: Vec<(String, String)>,
     body: Bytes,
+    client: Option<ClientKey>,
 }
 
 impl Req<'_> {
+    /// Sends the request as from `address`, as the binding does with Synapse's client IP.
+    #[must_use]
+    pub fn from(mut self, address: &str) -> Self {
+        self.client = Some(ClientKey::new(address.parse().expect("an IP address")));
+        self
+    }
+
     /// Adds a header line (repeatable).
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -310,6 +323,9 @@ impl Req<'_> {
         let mut builder = Request::builder().method(self.method).uri(&self.uri);
         for (name, value) in &self.headers {
             builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(client) = self.client {
+            builder = builder.extension(client);
         }
         let request = builder.body(self.body).expect("a valid request");
         Reply {
