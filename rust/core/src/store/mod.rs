@@ -3,11 +3,13 @@
 //! precondition holds at that instant, and live sessions are never evicted to make room.
 
 mod memory;
+mod redis;
 pub mod snapshot;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 use crate::etag::EntityTagList;
