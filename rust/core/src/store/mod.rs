@@ -9,7 +9,7 @@ pub mod snapshot;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisLimits, RedisStore};
 pub use memory::MemoryStore;
 
 use crate::etag::EntityTagList;

@@ -28,6 +28,7 @@
 //! policy that does not evict the index (`noeviction`, the default, or a `volatile-*` one).
 
 mod codec;
+mod limits;
 mod pool;
 mod scripts;
 
@@ -37,12 +38,14 @@ use std::time::{Duration, SystemTime};
 use ::redis::{Client, Value};
 
 use self::codec::{Millis, FIELDS};
+pub use self::limits::RedisLimits;
 use self::pool::Connections;
 use self::scripts::Scripts;
 use super::{CreateOutcome, ReplaceOutcome, Store, StoreError};
 use crate::config::RedisConfig;
 use crate::etag::EntityTagList;
 use crate::id::SessionId;
+use crate::rate_limit::RateLimitConfig;
 use crate::session::{Session, Version};
 
 /// Live sessions in a Redis server shared by every process, at most `capacity` of them.
@@ -89,6 +92,12 @@ impl RedisStore {
             index: format!("{}sessions", config.key_prefix),
             capacity,
         })
+    }
+
+    /// Rate limits and per-client session caps in the same Redis, under the same prefix,
+    /// sharing this store's connections.
+    pub fn limits(&self, config: RateLimitConfig) -> RedisLimits {
+        RedisLimits::new(self.connections.clone(), &self.prefix, config)
     }
 
     fn key(&self, id: SessionId) -> String {

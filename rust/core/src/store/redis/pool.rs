@@ -61,7 +61,8 @@ impl ManageConnection for Manager {
     }
 }
 
-/// The pool of one store.
+/// The pool of one store (cloning shares the pool).
+#[derive(Clone)]
 pub(super) struct Connections {
     pool: Pool<Manager>,
     timeout: Duration,
