@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from synapse.config._base import ConfigError
 
-from synapse_rendezvous import _core
+from synapse_rendezvous import _core, metrics
+from synapse_rendezvous.dispatch import Dispatcher
 from synapse_rendezvous.resource import RendezvousResource
 from synapse_rendezvous.takeover import install_handler
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from synapse.module_api import ModuleApi
 
 logger = logging.getLogger(__name__)
@@ -36,23 +39,36 @@ class RendezvousModule:
             logger.warning("synapse_rendezvous is idle and serves nothing: %s", reason)
             return
 
-        handler = _core.RendezvousHandler(config, api.public_baseurl, mode=mode)
+        try:
+            handler = _core.RendezvousHandler(
+                config,
+                api.public_baseurl,
+                mode=mode,
+                default_redis_url=homeserver_redis_url(api._hs.config.redis),
+            )
+        except _core.ConfigError as error:
+            raise _synapse_config_error(error) from None
+        reactor = api._hs.get_reactor()
+        dispatcher = Dispatcher(handler, reactor)
         if mode == "takeover":
-            install_handler(api._hs, handler, endpoint)
+            install_handler(api._hs, dispatcher, endpoint)
         # Also in takeover mode: replaces Synapse's session resource, which answers 500 to
         # percent-encoded non-ASCII ids instead of 404.
-        api.register_web_resource(SESSION_PREFIX, RendezvousResource(handler))
+        api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher))
         api.looping_background_call(
             self._reclaim_expired,
             RECLAIM_INTERVAL_MS,
             desc="synapse_rendezvous_reclaim",
             run_on_all_instances=True,
         )
+        reactor.addSystemEventTrigger("before", "shutdown", self._save_snapshot)
+        metrics.register(handler, config.store_kind)
         self._handler = handler
         logger.info(
-            "synapse_rendezvous serving MSC4108 rendezvous in %s mode: store=memory, "
-            "ttl=%gs, max_payload_bytes=%d, capacity=%d",
+            "synapse_rendezvous serving MSC4108 rendezvous in %s mode: %s, ttl=%gs, "
+            "max_payload_bytes=%d, capacity=%d",
             mode,
+            config.store_description,
             config.ttl_ms / 1000,
             config.max_payload_bytes,
             config.capacity,
@@ -64,11 +80,54 @@ class RendezvousModule:
         try:
             return _core.parse_config(config)
         except _core.ConfigError as error:
-            raise ConfigError(f"synapse_rendezvous: {error}", path=error.key.split(".")) from None
+            raise _synapse_config_error(error) from None
 
-    def _reclaim_expired(self) -> None:
-        if self._handler is not None:
+    async def _reclaim_expired(self) -> None:
+        if self._handler is None:
+            return
+        try:
             self._handler.reclaim_expired()
+        except OSError as error:
+            logger.warning("synapse_rendezvous could not reclaim expired sessions: %s", error)
+
+    def _save_snapshot(self) -> None:
+        if self._handler is None:
+            return
+        try:
+            saved = self._handler.save_snapshot()
+        except OSError as error:
+            logger.error("synapse_rendezvous could not save its session snapshot: %s", error)
+            return
+        if saved is not None:
+            logger.info("synapse_rendezvous saved %d live sessions to its snapshot", saved)
+
+
+def homeserver_redis_url(redis: Any) -> str | None:
+    """The URL of the homeserver's own Redis (its ``redis:`` section), if it is enabled."""
+    if not getattr(redis, "redis_enabled", False):
+        return None
+    username = getattr(redis, "redis_username", None) or ""
+    password = getattr(redis, "redis_password", None) or ""
+    dbid = getattr(redis, "redis_dbid", None) or 0
+    path = getattr(redis, "redis_path", None)
+    if path:
+        query = f"db={dbid}"
+        if username:
+            query += f"&user={quote(username, safe='')}"
+        if password:
+            query += f"&pass={quote(password, safe='')}"
+        return f"unix://{path}?{query}"
+    auth = ""
+    if username or password:
+        auth = f"{quote(username, safe='')}:{quote(password, safe='')}@"
+    scheme = "rediss" if getattr(redis, "redis_use_tls", False) else "redis"
+    host = getattr(redis, "redis_host", "localhost")
+    port = getattr(redis, "redis_port", 6379)
+    return f"{scheme}://{auth}{host}:{port}/{dbid}"
+
+
+def _synapse_config_error(error: _core.ConfigError) -> ConfigError:
+    return ConfigError(f"synapse_rendezvous: {error}", path=error.key.split("."))
 
 
 def _choose_mode(api: ModuleApi, endpoint: str) -> tuple[Mode | None, str]:

@@ -10,22 +10,22 @@ from twisted.web.server import NOT_DONE_YET
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
-    from synapse_rendezvous._core import RendezvousHandler
+    from synapse_rendezvous.dispatch import Dispatcher
 
 
 class RendezvousResource(Resource):
     """Serves the sessions (and, in delegation mode, creates) under its path.
 
-    The core answers synchronously and writes the whole response itself, including CORS
-    headers and Matrix JSON errors, so no method is refused here.
+    The core writes the whole response itself, including CORS headers and Matrix JSON
+    errors, so no method is refused here.
     """
 
     isLeaf = True
 
-    def __init__(self, handler: RendezvousHandler) -> None:
-        super().__init__()
-        self._handler = handler
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
+        self._dispatcher = dispatcher
 
     def render(self, request: Request) -> int:
-        self._handler.handle(request)
+        self._dispatcher.handle(request)
         return NOT_DONE_YET

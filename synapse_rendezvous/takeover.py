@@ -15,7 +15,7 @@ from synapse.config._base import ConfigError
 if TYPE_CHECKING:
     from synapse.server import HomeServer
 
-    from synapse_rendezvous._core import RendezvousHandler
+    from synapse_rendezvous.dispatch import Dispatcher
 
 _GETTER = "get_rendezvous_handler"
 _CACHE_ATTRIBUTE = "_rendezvous_handler"
@@ -28,7 +28,7 @@ _NO_HOOK = (
 )
 
 
-def install_handler(hs: HomeServer, handler: RendezvousHandler, endpoint: str) -> None:
+def install_handler(hs: HomeServer, handler: Dispatcher, endpoint: str) -> None:
     """Makes ``hs`` hand out ``handler`` as its rendezvous handler.
 
     Raises:

@@ -33,6 +33,35 @@ impl Config {
         self.inner.capacity
     }
 
+    /// `"memory"` or `"redis"`.
+    #[getter]
+    fn store_kind(&self) -> &'static str {
+        match self.inner.store {
+            core::StoreConfig::Memory { .. } => "memory",
+            core::StoreConfig::Redis(_) => "redis",
+        }
+    }
+
+    /// The store and its settings, for the startup log line (never the Redis URL, which may
+    /// hold a password).
+    #[getter]
+    fn store_description(&self) -> String {
+        match &self.inner.store {
+            core::StoreConfig::Memory {
+                snapshot_path: None,
+            } => "store=memory".to_owned(),
+            core::StoreConfig::Memory {
+                snapshot_path: Some(path),
+            } => format!("store=memory (snapshot_path={})", path.display()),
+            core::StoreConfig::Redis(redis) => format!(
+                "store=redis (key_prefix={}, timeout={}ms, pool_size={})",
+                redis.key_prefix,
+                redis.timeout.as_millis(),
+                redis.pool_size
+            ),
+        }
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Config(ttl_ms={}, max_payload_bytes={}, capacity={})",

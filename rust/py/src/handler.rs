@@ -1,35 +1,69 @@
 //! `RendezvousHandler`: the object Synapse calls for every rendezvous request.
 //!
-//! It offers the four methods Synapse's own servlets call on its built-in handler
-//! (`handle_post`, `handle_get`, `handle_put`, `handle_delete`), so that the module can
-//! install it in the built-in's place, and a `handle` method for the module's own resource.
+//! `handle` answers a Twisted request in one call, for stores that never block. For a store
+//! on the network the Python side splits the work: `read_request` and `write_response` on
+//! the reactor thread, `process` (which releases the GIL) on a worker thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use synapse_rendezvous_core::metrics::{LATENCY_BUCKETS, STORE_ERROR_KINDS};
 use synapse_rendezvous_core::{
-    MemoryStore, Problem, Rendezvous, Routes, SystemClock, SystemEntropy,
+    Clock, MemoryStore, Problem, Rendezvous, Routes, SystemClock, SystemEntropy,
 };
 
 use crate::config::Config;
+use crate::errors::config_error;
+use crate::store::{self, Notice};
 use crate::twisted::{read_request, write_response};
 
 /// Serves the rendezvous API for one Synapse process.
 #[pyclass(module = "synapse_rendezvous._core", frozen)]
 pub struct RendezvousHandler {
     core: Rendezvous,
+    blocking: bool,
+    snapshot: Option<(Arc<MemoryStore>, PathBuf)>,
     logger: Py<PyAny>,
+}
+
+/// A request read off a Twisted request, ready for [`RendezvousHandler::process`].
+#[pyclass(module = "synapse_rendezvous._core", frozen)]
+pub struct PendingRequest {
+    request: Request<Bytes>,
+}
+
+/// A response computed by [`RendezvousHandler::process`], ready to be written back.
+#[pyclass(module = "synapse_rendezvous._core", frozen)]
+pub struct PendingResponse {
+    response: Response<Bytes>,
+}
+
+#[pymethods]
+impl PendingResponse {
+    /// The HTTP status code.
+    #[getter]
+    fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
 }
 
 #[pymethods]
 impl RendezvousHandler {
     #[new]
-    #[pyo3(signature = (config, public_baseurl, /, *, mode))]
-    fn new(py: Python<'_>, config: &Config, public_baseurl: &str, mode: &str) -> PyResult<Self> {
+    #[pyo3(signature = (config, public_baseurl, /, *, mode, default_redis_url=None))]
+    fn new(
+        py: Python<'_>,
+        config: &Config,
+        public_baseurl: &str,
+        mode: &str,
+        default_redis_url: Option<&str>,
+    ) -> PyResult<Self> {
         let routes = match mode {
             "takeover" => Routes::takeover(),
             "delegation" => Routes::delegation(),
@@ -39,82 +73,143 @@ impl RendezvousHandler {
                 )))
             }
         };
-        let store = Arc::new(MemoryStore::new(config.inner.capacity));
-        let core = Rendezvous::new(
-            config.inner.clone(),
-            store,
-            Arc::new(SystemClock),
-            Arc::new(SystemEntropy),
-            routes,
-            public_baseurl,
-        );
         let logger = py
             .import("logging")?
             .call_method1("getLogger", ("synapse_rendezvous",))?
             .unbind();
-        Ok(Self { core, logger })
+        let clock = Arc::new(SystemClock);
+        let opened = py
+            .detach(|| store::open(&config.inner, default_redis_url, clock.now()))
+            .map_err(|error| config_error(py, &error))?;
+        for notice in &opened.notices {
+            let (level, message) = match notice {
+                Notice::Info(message) => ("info", message),
+                Notice::Warning(message) => ("warning", message),
+            };
+            logger.bind(py).call_method1(level, ("%s", message))?;
+        }
+        let mut core = Rendezvous::new(
+            config.inner.clone(),
+            opened.store,
+            clock,
+            Arc::new(SystemEntropy),
+            routes,
+            public_baseurl,
+        );
+        if let Some((limiter, quota)) = opened.shared_limits {
+            core = core.with_limits(limiter, quota);
+        }
+        Ok(Self {
+            core,
+            blocking: opened.blocking,
+            snapshot: opened.snapshot,
+            logger,
+        })
+    }
+
+    /// Whether the store can block on the network, so that `process` must run in a thread.
+    #[getter]
+    fn blocking(&self) -> bool {
+        self.blocking
     }
 
     /// Answers a Twisted request completely: reads it, writes the response, finishes it.
     #[pyo3(signature = (request, /))]
     fn handle(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
         let parsed = read_request(request)?;
-        let response = self.process(request.py(), &parsed);
+        let response = self.respond(request.py(), &parsed);
         write_response(request, &response)
     }
 
-    /// Synapse's create servlet calls this on its rendezvous handler.
+    /// Reads a Twisted request (on the reactor thread).
+    // A method rather than a function, so that Python drives all three steps on one object.
+    #[allow(clippy::unused_self)]
     #[pyo3(signature = (request, /))]
-    fn handle_post(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.handle(request)
+    fn read_request(&self, request: &Bound<'_, PyAny>) -> PyResult<PendingRequest> {
+        Ok(PendingRequest {
+            request: read_request(request)?,
+        })
     }
 
-    /// Synapse's session resource calls this; the id is read from the request itself.
-    #[pyo3(signature = (request, _session_id, /))]
-    fn handle_get(
-        &self,
-        request: &Bound<'_, PyAny>,
-        _session_id: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        self.handle(request)
+    /// Computes the response without the GIL; safe to call from any thread.
+    #[pyo3(signature = (pending, /))]
+    fn process(&self, py: Python<'_>, pending: &PendingRequest) -> PendingResponse {
+        PendingResponse {
+            response: self.respond(py, &pending.request),
+        }
     }
 
-    /// Synapse's session resource calls this; the id is read from the request itself.
-    #[pyo3(signature = (request, _session_id, /))]
-    fn handle_put(
+    /// Writes a computed response to the Twisted request and finishes it (on the reactor
+    /// thread).
+    #[allow(clippy::unused_self)]
+    #[pyo3(signature = (request, response, /))]
+    fn write_response(
         &self,
         request: &Bound<'_, PyAny>,
-        _session_id: &Bound<'_, PyAny>,
+        response: &PendingResponse,
     ) -> PyResult<()> {
-        self.handle(request)
-    }
-
-    /// Synapse's session resource calls this; the id is read from the request itself.
-    #[pyo3(signature = (request, _session_id, /))]
-    fn handle_delete(
-        &self,
-        request: &Bound<'_, PyAny>,
-        _session_id: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        self.handle(request)
+        write_response(request, &response.response)
     }
 
     /// Frees the memory of expired sessions; returns how many. Run periodically.
     fn reclaim_expired(&self, py: Python<'_>) -> PyResult<usize> {
         py.detach(|| self.core.reclaim_expired())
-            .map_err(|error| PyValueError::new_err(error.to_string()))
+            .map_err(|error| PyOSError::new_err(error.to_string()))
     }
 
     /// The number of live sessions.
     fn live_sessions(&self, py: Python<'_>) -> PyResult<usize> {
         py.detach(|| self.core.live_count())
-            .map_err(|error| PyValueError::new_err(error.to_string()))
+            .map_err(|error| PyOSError::new_err(error.to_string()))
+    }
+
+    /// Every counter of this handler, for the Prometheus collector: a dict with the keys
+    /// `sessions_created`, `sessions_deleted`, `sessions_expired`, `conflicts`,
+    /// `rate_limited` (ints), `responses` (list of `(method, status, count)`),
+    /// `store_errors` (dict kind -> count), `store_latency_buckets` (list of
+    /// `(upper bound in seconds, cumulative count)`), `store_latency_count`,
+    /// `store_latency_sum` (seconds).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let snapshot = self.core.metrics();
+        let metrics = PyDict::new(py);
+        metrics.set_item("sessions_created", snapshot.sessions_created)?;
+        metrics.set_item("sessions_deleted", snapshot.sessions_deleted)?;
+        metrics.set_item("sessions_expired", snapshot.sessions_expired)?;
+        metrics.set_item("conflicts", snapshot.conflicts)?;
+        metrics.set_item("rate_limited", snapshot.rate_limited)?;
+        metrics.set_item("responses", snapshot.responses)?;
+        let errors = PyDict::new(py);
+        for (kind, count) in STORE_ERROR_KINDS.iter().zip(snapshot.store_errors) {
+            errors.set_item(kind, count)?;
+        }
+        metrics.set_item("store_errors", errors)?;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .zip(snapshot.latency_buckets)
+            .collect();
+        metrics.set_item("store_latency_buckets", buckets)?;
+        metrics.set_item("store_latency_count", snapshot.latency_count)?;
+        metrics.set_item("store_latency_sum", snapshot.latency_sum_seconds)?;
+        Ok(metrics)
+    }
+
+    /// Saves the live sessions to the configured snapshot; returns how many, or None when no
+    /// snapshot is configured. Call at a clean shutdown.
+    fn save_snapshot(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        let Some((store, path)) = &self.snapshot else {
+            return Ok(None);
+        };
+        let now = SystemClock.now();
+        py.detach(|| store::save(store, path, now))
+            .map(Some)
+            .map_err(PyOSError::new_err)
     }
 }
 
 impl RendezvousHandler {
     /// Runs the core without the GIL; a panic becomes a logged 500, never a crash.
-    fn process(&self, py: Python<'_>, request: &Request<Bytes>) -> Response<Bytes> {
+    fn respond(&self, py: Python<'_>, request: &Request<Bytes>) -> Response<Bytes> {
         let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| self.core.handle(request))));
         match outcome {
             Ok(response) => {

@@ -7,6 +7,7 @@
 mod config;
 mod errors;
 mod handler;
+mod store;
 mod twisted;
 
 /// The extension module.
@@ -19,7 +20,7 @@ mod _core {
     #[pymodule_export]
     use crate::errors::ConfigError;
     #[pymodule_export]
-    use crate::handler::RendezvousHandler;
+    use crate::handler::{PendingRequest, PendingResponse, RendezvousHandler};
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

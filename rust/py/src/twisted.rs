@@ -3,11 +3,14 @@
 //! Reads `method`, `uri`, `requestHeaders.getAllRawHeaders()` and `content`; writes with
 //! `setResponseCode`, `responseHeaders.setRawHeaders`, `write` and `finish`.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
+use synapse_rendezvous_core::rate_limit::ClientKey;
 
 /// Reads a Twisted request into an `http::Request`.
 ///
@@ -31,6 +34,9 @@ pub(crate) fn read_request(request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes
     let mut builder = Request::builder()
         .method(Method::from_bytes(&method).unwrap_or_else(|_| unusable_method()))
         .uri(parse_uri(&uri));
+    if let Some(client) = client_key(request) {
+        builder = builder.extension(client);
+    }
     if let Some(headers) = builder.headers_mut() {
         let raw = request
             .getattr("requestHeaders")?
@@ -86,6 +92,20 @@ pub(crate) fn write_response(
     }
     request.call_method0("finish")?;
     Ok(())
+}
+
+/// The client's address as Synapse reports it (already taken from `X-Forwarded-For` on
+/// listeners with `x_forwarded: true`); `None` for a UNIX socket or anything unparseable.
+fn client_key(request: &Bound<'_, PyAny>) -> Option<ClientKey> {
+    let host: String = request
+        .call_method0("getClientAddress")
+        .ok()?
+        .getattr("host")
+        .ok()?
+        .extract()
+        .ok()?;
+    let without_zone = host.split('%').next().unwrap_or_default();
+    without_zone.parse::<IpAddr>().ok().map(ClientKey::new)
 }
 
 fn unusable_method() -> Method {
