@@ -210,8 +210,7 @@ impl RendezvousHandler {
 impl RendezvousHandler {
     /// Runs the core without the GIL; a panic becomes a logged 500, never a crash.
     fn respond(&self, py: Python<'_>, request: &Request<Bytes>) -> Response<Bytes> {
-        let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| self.core.handle(request))));
-        match outcome {
+        match py.detach(|| guarded(|| self.core.handle(request))) {
             Ok(response) => {
                 if let Some(Problem(why)) = response.extensions().get::<Problem>() {
                     self.log_error(
@@ -221,12 +220,7 @@ impl RendezvousHandler {
                 }
                 response
             }
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(ToString::to_string)
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(why) => {
                 self.log_error(
                     py,
                     &format!(
@@ -243,5 +237,40 @@ impl RendezvousHandler {
     fn log_error(&self, py: Python<'_>, message: &str) {
         // Logging must never turn an answer into an exception.
         let _ = self.logger.bind(py).call_method1("error", ("%s", message));
+    }
+}
+
+/// Runs `handle`, turning a panic into its message: a bug in the core must cost one request
+/// a 500, not unwind into Python (where PyO3 would raise into Synapse's request handling).
+fn guarded(handle: impl FnOnce() -> Response<Bytes>) -> Result<Response<Bytes>, String> {
+    catch_unwind(AssertUnwindSafe(handle)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        let outcome = guarded(|| panic!("the core broke"));
+        assert_eq!(outcome.err().as_deref(), Some("the core broke"));
+        let id = 7;
+        let formatted = guarded(|| panic!("session {id} broke"));
+        assert_eq!(formatted.err().as_deref(), Some("session 7 broke"));
+    }
+
+    #[test]
+    fn an_answer_passes_through() {
+        let outcome = guarded(|| Response::new(Bytes::from_static(b"ok")));
+        assert_eq!(
+            outcome.map(Response::into_body),
+            Ok(Bytes::from_static(b"ok"))
+        );
     }
 }

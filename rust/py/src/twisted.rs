@@ -113,21 +113,29 @@ fn unusable_method() -> Method {
 }
 
 fn parse_uri(raw: &[u8]) -> Uri {
-    Uri::try_from(raw)
-        .or_else(|_| Uri::try_from(percent_encode_unsafe(raw)))
-        .unwrap_or_else(|_| Uri::from_static("/"))
+    // The `http` crate lets some raw non-ASCII through; escape first so the core only ever
+    // sees a proper request target.
+    let target = if raw.iter().copied().all(is_target_byte) {
+        Uri::try_from(raw)
+    } else {
+        Uri::try_from(percent_encode_unsafe(raw))
+    };
+    target.unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn is_target_byte(byte: u8) -> bool {
+    byte.is_ascii_graphic()
+        && !matches!(
+            byte,
+            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+        )
 }
 
 /// Escapes every byte that may not appear in a request target as is.
 fn percent_encode_unsafe(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     for &byte in raw {
-        if byte.is_ascii_graphic()
-            && !matches!(
-                byte,
-                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
-            )
-        {
+        if is_target_byte(byte) {
             out.push(byte);
         } else {
             out.extend_from_slice(format!("%{byte:02X}").as_bytes());
