@@ -39,7 +39,7 @@ pub struct Rendezvous {
 impl Rendezvous {
     /// The API serving `routes`, with session URLs under `public_baseurl` (the homeserver's
     /// setting, which ends in `/`; one is added if missing). Rate limits are kept in this
-    /// process's memory unless [`Rendezvous::with_rate_limiter`] says otherwise; they apply to
+    /// process's memory unless [`Rendezvous::with_limits`] says otherwise; they apply to
     /// requests that carry a [`ClientKey`] extension.
     pub fn new(
         config: Config,

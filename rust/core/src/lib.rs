@@ -30,7 +30,7 @@ pub use config::{Config, ConfigError, RedisConfig, StoreConfig};
 pub use duration::parse_duration;
 pub use entropy::{Entropy, EntropyError, SystemEntropy};
 pub use error::ErrorKind;
-pub use etag::{EntityTag, EntityTagList};
+pub use etag::{EntityTag, EntityTagList, MalformedEntityTagList};
 pub use handler::Rendezvous;
 pub use id::SessionId;
 pub use response::Problem;
