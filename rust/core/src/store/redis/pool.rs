@@ -11,7 +11,6 @@
 //! request. Any error other than an error reply from Redis marks the connection broken, so
 //! that a late reply can never be read as the answer to a later command.
 
-use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use ::redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError};
@@ -37,14 +36,7 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     fn connect(&self) -> Result<Conn, RedisError> {
-        // redis 1.0's TLS connect with a timeout unwraps the handshake's result; a failed
-        // handshake must be an error like any other, not a panic in a pool thread.
-        let inner = panic::catch_unwind(AssertUnwindSafe(|| {
-            self.client.get_connection_with_timeout(self.timeout)
-        }))
-        .map_err(|_| {
-            RedisError::from((ErrorKind::Io, "connecting to Redis failed (TLS handshake)"))
-        })??;
+        let inner = self.client.get_connection_with_timeout(self.timeout)?;
         Ok(Conn {
             inner,
             broken: false,
