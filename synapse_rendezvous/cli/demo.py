@@ -7,12 +7,15 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from synapse_rendezvous.devserver import DevServer, SynapseStartError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 CREATE_PATH = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous"
 TIMEOUT_SECONDS = 10.0
@@ -35,9 +38,7 @@ class Client:
     def __init__(self, port: int) -> None:
         self._port = port
 
-    def request(
-        self, method: str, path: str, body: bytes | None = None, **headers: str
-    ) -> Reply:
+    def request(self, method: str, path: str, body: bytes | None = None, **headers: str) -> Reply:
         connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=TIMEOUT_SECONDS)
         try:
             sent = {name.replace("_", "-"): value for name, value in headers.items()}
@@ -170,8 +171,7 @@ def run_demo(port: int | None, once: bool) -> int:
         if once:
             return 0
         print(
-            f"Synapse keeps serving the rendezvous API at {server.base_url}; "
-            "press Ctrl-C to stop."
+            f"Synapse keeps serving the rendezvous API at {server.base_url}; press Ctrl-C to stop."
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
