@@ -6,7 +6,6 @@ turns a snapshot into metric families, in the default registry that Synapse expo
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
@@ -19,11 +18,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from synapse_rendezvous._core import RendezvousHandler
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "synapse_rendezvous"
 
@@ -31,9 +28,15 @@ PREFIX = "synapse_rendezvous"
 class RendezvousCollector(Collector):
     """Exposes one handler's counters as Prometheus metrics."""
 
-    def __init__(self, handler: RendezvousHandler, store: str) -> None:
+    def __init__(
+        self,
+        handler: RendezvousHandler,
+        store: str,
+        live_sessions: Callable[[], int | None],
+    ) -> None:
         self._handler = handler
         self._store = store
+        self._live_sessions = live_sessions
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._handler.metrics()
@@ -42,10 +45,9 @@ class RendezvousCollector(Collector):
         live = GaugeMetricFamily(
             f"{PREFIX}_live_sessions", "Rendezvous sessions alive now", labels=["store"]
         )
-        try:
-            live.add_metric(store, self._handler.live_sessions())
-        except OSError as error:
-            logger.warning("synapse_rendezvous could not count live sessions: %s", error)
+        count = self._live_sessions()
+        if count is not None:
+            live.add_metric(store, count)
         yield live
 
         for name, key, text in (
@@ -84,8 +86,13 @@ class RendezvousCollector(Collector):
         yield latency
 
 
-def register(handler: RendezvousHandler, store: str) -> RendezvousCollector:
-    """Adds the handler's metrics to the default registry that Synapse exposes."""
-    collector = RendezvousCollector(handler, store)
+def register(
+    handler: RendezvousHandler,
+    store: str,
+    live_sessions: Callable[[], int | None],
+) -> RendezvousCollector:
+    """Adds the handler's metrics to the default registry that Synapse exposes;
+    ``live_sessions`` gives the gauge's value (None when unknown)."""
+    collector = RendezvousCollector(handler, store, live_sessions)
     REGISTRY.register(collector)
     return collector

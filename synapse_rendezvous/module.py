@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from synapse.config._base import ConfigError
+from synapse.logging.context import defer_to_thread
 
 from synapse_rendezvous import _core, metrics
 from synapse_rendezvous.dispatch import Dispatcher
@@ -56,14 +57,19 @@ class RendezvousModule:
         # percent-encoded non-ASCII ids instead of 404.
         api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher))
         api.looping_background_call(
-            self._reclaim_expired,
+            self._maintain,
             RECLAIM_INTERVAL_MS,
             desc="synapse_rendezvous_reclaim",
             run_on_all_instances=True,
         )
         reactor.addSystemEventTrigger("before", "shutdown", self._save_snapshot)
-        metrics.register(handler, config.store_kind)
+        self._reactor = reactor
         self._handler = handler
+        # With a network store the gauge reads the count of the last maintenance run, so
+        # that a scrape never waits on Redis on the reactor thread.
+        self._live_sessions: int | None = None
+        live = self._cached_live_sessions if handler.blocking else self._count_live_sessions
+        metrics.register(handler, config.store_kind, live)
         logger.info(
             "synapse_rendezvous serving MSC4108 rendezvous in %s mode: %s, ttl=%gs, "
             "max_payload_bytes=%d, capacity=%d",
@@ -82,13 +88,30 @@ class RendezvousModule:
         except _core.ConfigError as error:
             raise _synapse_config_error(error) from None
 
-    async def _reclaim_expired(self) -> None:
+    async def _maintain(self) -> None:
+        """Frees expired sessions and counts the live ones, off the reactor for Redis."""
         if self._handler is None:
             return
+        if self._handler.blocking:
+            self._live_sessions = await defer_to_thread(self._reactor, self._reclaim_and_count)
+        else:
+            self._live_sessions = self._reclaim_and_count()
+
+    def _reclaim_and_count(self) -> int | None:
+        if self._handler is None:
+            return None
         try:
             self._handler.reclaim_expired()
+            return self._handler.live_sessions()
         except OSError as error:
             logger.warning("synapse_rendezvous could not reclaim expired sessions: %s", error)
+            return None
+
+    def _cached_live_sessions(self) -> int | None:
+        return self._live_sessions
+
+    def _count_live_sessions(self) -> int | None:
+        return self._handler.live_sessions() if self._handler is not None else None
 
     def _save_snapshot(self) -> None:
         if self._handler is None:

@@ -34,9 +34,7 @@ pub(crate) fn read_request(request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes
     let mut builder = Request::builder()
         .method(Method::from_bytes(&method).unwrap_or_else(|_| unusable_method()))
         .uri(parse_uri(&uri));
-    if let Some(client) = client_key(request) {
-        builder = builder.extension(client);
-    }
+    builder = builder.extension(client_key(request));
     if let Some(headers) = builder.headers_mut() {
         let raw = request
             .getattr("requestHeaders")?
@@ -95,17 +93,20 @@ pub(crate) fn write_response(
 }
 
 /// The client's address as Synapse reports it (already taken from `X-Forwarded-For` on
-/// listeners with `x_forwarded: true`); `None` for a UNIX socket or anything unparseable.
-fn client_key(request: &Bound<'_, PyAny>) -> Option<ClientKey> {
-    let host: String = request
+/// listeners with `x_forwarded: true`). Clients without a usable address (a UNIX socket, junk
+/// in `X-Forwarded-For`) share one budget: skipping the limits for them would let anyone
+/// escape every limit with a forged header.
+fn client_key(request: &Bound<'_, PyAny>) -> ClientKey {
+    let host: Option<String> = request
         .call_method0("getClientAddress")
-        .ok()?
-        .getattr("host")
-        .ok()?
-        .extract()
-        .ok()?;
-    let without_zone = host.split('%').next().unwrap_or_default();
-    without_zone.parse::<IpAddr>().ok().map(ClientKey::new)
+        .and_then(|address| address.getattr("host"))
+        .and_then(|host| host.extract())
+        .ok();
+    host.and_then(|host| {
+        let without_zone = host.split('%').next().unwrap_or_default();
+        without_zone.parse::<IpAddr>().ok()
+    })
+    .map_or_else(ClientKey::unknown, ClientKey::new)
 }
 
 fn unusable_method() -> Method {

@@ -52,6 +52,12 @@ impl ClientKey {
         Self { address, key }
     }
 
+    /// The one key shared by every client whose address is unknown (`0.0.0.0`), so that
+    /// they are limited together rather than not at all.
+    pub fn unknown() -> Self {
+        Self::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
     /// The client's own address (for exemptions).
     pub fn address(&self) -> IpAddr {
         self.address
