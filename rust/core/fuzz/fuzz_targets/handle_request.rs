@@ -1,0 +1,9 @@
+//! libFuzzer target: any bytes, read as a short sequence of requests (see `src/harness.rs`
+//! for the format), through one `Rendezvous` on a manual clock; a panic is a finding.
+
+#![no_main]
+
+#[path = "../src/harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));
