@@ -93,18 +93,7 @@ impl EntityTagList {
         let mut present = false;
         for value in values {
             present = true;
-            let text = value.to_str().map_err(|_| MalformedEntityTagList)?;
-            for item in text
-                .split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-            {
-                if item == "*" {
-                    any = true;
-                } else {
-                    tags.push(parse_tag(item)?);
-                }
-            }
+            parse_list(value.as_bytes(), &mut tags, &mut any)?;
         }
         match (present, any, tags.is_empty()) {
             (false, _, _) => Ok(None),
@@ -124,16 +113,44 @@ impl EntityTagList {
     }
 }
 
-fn parse_tag(item: &str) -> Result<String, MalformedEntityTagList> {
-    let quoted = item.strip_prefix("W/").unwrap_or(item);
-    let opaque = quoted
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .ok_or(MalformedEntityTagList)?;
-    if opaque.bytes().all(is_etagc) {
-        Ok(opaque.to_owned())
-    } else {
-        Err(MalformedEntityTagList)
+/// Scans one field line: `*` or quoted tags (optionally `W/`), separated by commas. Works on
+/// bytes, since a tag may hold obs-text, and scans quoted strings whole, since a tag may hold a
+/// comma.
+fn parse_list(
+    mut rest: &[u8],
+    tags: &mut Vec<String>,
+    any: &mut bool,
+) -> Result<(), MalformedEntityTagList> {
+    loop {
+        rest = rest.trim_ascii_start();
+        while let Some(after) = rest.strip_prefix(b",") {
+            rest = after.trim_ascii_start();
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if let Some(after) = rest.strip_prefix(b"*") {
+            *any = true;
+            rest = after;
+        } else {
+            let quoted = rest.strip_prefix(b"W/").unwrap_or(rest);
+            let inner = quoted.strip_prefix(b"\"").ok_or(MalformedEntityTagList)?;
+            let end = inner
+                .iter()
+                .position(|byte| *byte == b'"')
+                .ok_or(MalformedEntityTagList)?;
+            let opaque = &inner[..end];
+            if !opaque.iter().copied().all(is_etagc) {
+                return Err(MalformedEntityTagList);
+            }
+            // Tags we issue are ASCII; a non-ASCII one can only ever fail to match.
+            tags.push(String::from_utf8_lossy(opaque).into_owned());
+            rest = &inner[end + 1..];
+        }
+        rest = rest.trim_ascii_start();
+        if !rest.is_empty() && !rest.starts_with(b",") {
+            return Err(MalformedEntityTagList);
+        }
     }
 }
 
@@ -202,6 +219,21 @@ mod tests {
     #[test]
     fn absent_header_is_none() {
         assert_eq!(parse(&[]), Ok(None));
+    }
+
+    #[test]
+    fn tags_may_hold_commas_and_obs_text() {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\"a,b\", W/\"\xe9\"").unwrap();
+        headers.append(http::header::IF_MATCH, value);
+        let parsed = EntityTagList::from_headers(headers.get_all(http::header::IF_MATCH));
+        assert_eq!(
+            parsed,
+            Ok(Some(EntityTagList::Tags(vec![
+                "a,b".to_owned(),
+                "\u{fffd}".to_owned()
+            ])))
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Rendezvous {
             Ok(()) => self.dispatch(request, route, &responder),
             Err(failure) => Err(failure),
         };
-        let response = result.unwrap_or_else(|failure| {
+        let mut response = result.unwrap_or_else(|failure| {
             if matches!(failure.kind, ErrorKind::RateLimited { .. }) {
                 self.metrics.rate_limited();
             }
@@ -112,6 +112,11 @@ impl Rendezvous {
             }
             response
         });
+        // A HEAD answer is the GET answer's headers alone, errors included; its
+        // Content-Length still describes what a GET would carry.
+        if request.method() == Method::HEAD {
+            *response.body_mut() = Bytes::new();
+        }
         self.metrics.response(request.method(), response.status());
         response
     }

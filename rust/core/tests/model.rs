@@ -601,9 +601,10 @@ impl Model {
                 Some(HeaderValue::from_static(value)),
                 Precondition::Malformed,
             ),
+            // Well-formed (obs-text is allowed in a tag), but never issued: it cannot match.
             Condition::NonAscii => (
                 Some(HeaderValue::from_bytes(b"\"\xc3\xa9t\xc3\xa9\"").unwrap()),
-                Precondition::Malformed,
+                Precondition::Tags(vec!["\u{e9}t\u{e9}".to_owned()]),
             ),
         }
     }
