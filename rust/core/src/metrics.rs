@@ -29,7 +29,6 @@ pub const STORE_ERROR_KINDS: [&str; 3] = ["unavailable", "timeout", "corrupt"];
 pub struct Metrics {
     sessions_created: AtomicU64,
     sessions_deleted: AtomicU64,
-    sessions_expired: AtomicU64,
     conflicts: AtomicU64,
     rate_limited: AtomicU64,
     responses: [[AtomicU64; STATUS_SLOTS]; METHODS.len()],
@@ -46,7 +45,7 @@ pub struct MetricsSnapshot {
     pub sessions_created: u64,
     /// Sessions ended by DELETE.
     pub sessions_deleted: u64,
-    /// Sessions reclaimed after they expired.
+    /// Sessions removed after they expired (filled in from the store).
     pub sessions_expired: u64,
     /// Writes refused because their `If-Match` was stale (412).
     pub conflicts: u64,
@@ -69,7 +68,6 @@ impl Default for Metrics {
         Self {
             sessions_created: AtomicU64::new(0),
             sessions_deleted: AtomicU64::new(0),
-            sessions_expired: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
@@ -88,11 +86,6 @@ impl Metrics {
 
     pub(crate) fn session_deleted(&self) {
         self.sessions_deleted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn sessions_expired(&self, count: usize) {
-        self.sessions_expired
-            .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn conflict(&self) {
@@ -156,7 +149,7 @@ impl Metrics {
         MetricsSnapshot {
             sessions_created: load(&self.sessions_created),
             sessions_deleted: load(&self.sessions_deleted),
-            sessions_expired: load(&self.sessions_expired),
+            sessions_expired: 0,
             conflicts: load(&self.conflicts),
             rate_limited: load(&self.rate_limited),
             responses,

@@ -1546,6 +1546,10 @@ impl Store for Faulty {
     fn reclaim_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
         self.inner.reclaim_expired(now)
     }
+
+    fn expired_total(&self) -> u64 {
+        self.inner.expired_total()
+    }
 }
 
 /// Whether random runs find a sequence that the model refutes on stores from `factory`.

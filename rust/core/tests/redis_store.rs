@@ -56,6 +56,7 @@ contract!(
     expiry_is_exact_to_the_nanosecond,
     expired_sessions_are_invisible_before_reclamation,
     reclaim_counts_only_ended_sessions,
+    every_expiry_is_counted_once,
 );
 
 fn raw(server: &RedisServer) -> redis::Connection {

@@ -22,6 +22,8 @@ struct Sessions {
     by_id: HashMap<SessionId, Session>,
     /// Every stored session, ordered by expiry: the expired ones are always at the front.
     by_expiry: BTreeSet<(SystemTime, SessionId)>,
+    /// Ended sessions removed so far, by any call.
+    expired_total: u64,
 }
 
 impl Sessions {
@@ -35,6 +37,7 @@ impl Sessions {
             self.by_id.remove(&id);
             reclaimed += 1;
         }
+        self.expired_total += reclaimed as u64;
         reclaimed
     }
 
@@ -139,7 +142,15 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         sessions.by_expiry.remove(&(session.expires, id));
-        Ok(!session.is_expired(now))
+        if session.is_expired(now) {
+            sessions.expired_total += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn expired_total(&self) -> u64 {
+        self.lock().expired_total
     }
 
     fn live_count(&self, now: SystemTime) -> Result<usize, StoreError> {

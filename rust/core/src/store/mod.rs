@@ -101,6 +101,10 @@ pub trait Store: Send + Sync {
     /// [`StoreError`] when the store cannot be used.
     fn live_count(&self, now: SystemTime) -> Result<usize, StoreError>;
 
+    /// How many ended sessions this instance has removed since it was created, by any call
+    /// (creates and counts trim them too), for the `sessions_expired` metric.
+    fn expired_total(&self) -> u64;
+
     /// Frees the memory of expired sessions; returns how many were reclaimed.
     ///
     /// # Errors

@@ -33,6 +33,7 @@ mod pool;
 mod scripts;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ::redis::{Client, Value};
@@ -55,6 +56,8 @@ pub struct RedisStore {
     prefix: String,
     index: String,
     capacity: usize,
+    /// Ended sessions this instance removed, by any call.
+    expired: AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -91,6 +94,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             index: format!("{}sessions", config.key_prefix),
             capacity,
+            expired: AtomicU64::new(0),
         })
     }
 
@@ -104,8 +108,15 @@ impl RedisStore {
         format!("{}session:{id}", self.prefix)
     }
 
+    fn count_expired(&self, dropped: usize) {
+        self.expired.fetch_add(
+            u64::try_from(dropped).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Runs `script` with the index as its only key and `now` and the prefix as arguments.
-    fn on_index(&self, script: &::redis::Script, now: SystemTime) -> Result<usize, StoreError> {
+    fn on_index(&self, script: &::redis::Script, now: SystemTime) -> Result<Value, StoreError> {
         let now = Millis::from_time(now);
         let reply = self.connections.run(|conn| {
             script
@@ -115,7 +126,7 @@ impl RedisStore {
                 .arg(&self.prefix)
                 .invoke::<Value>(conn)
         })?;
-        codec::count(&reply)
+        Ok(reply)
     }
 }
 
@@ -144,8 +155,12 @@ impl Store for RedisStore {
                 .invoke::<Value>(conn)
         })?;
         match codec::array(reply)?.as_slice() {
-            [status] if codec::int(status)? == 0 => Ok(CreateOutcome::Created),
-            [status, ms, ns] if codec::int(status)? == 1 => {
+            [status, dropped] if codec::int(status)? == 0 => {
+                self.count_expired(codec::count(dropped)?);
+                Ok(CreateOutcome::Created)
+            }
+            [status, ms, ns, dropped] if codec::int(status)? == 1 => {
+                self.count_expired(codec::count(dropped)?);
                 let oldest = codec::time(ms, ns)?;
                 let retry_after = oldest.duration_since(now).unwrap_or(Duration::ZERO);
                 Ok(CreateOutcome::Full { retry_after })
@@ -225,14 +240,34 @@ impl Store for RedisStore {
                 .arg(id.to_string())
                 .invoke::<Value>(conn)
         })?;
-        Ok(codec::int(&reply)? == 1)
+        match codec::int(&reply)? {
+            1 => Ok(true),
+            2 => {
+                self.count_expired(1);
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn live_count(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.on_index(&self.scripts.live_count, now)
+        let reply = self.on_index(&self.scripts.live_count, now)?;
+        match codec::array(reply)?.as_slice() {
+            [live, dropped] => {
+                self.count_expired(codec::count(dropped)?);
+                codec::count(live)
+            }
+            _ => Err(codec::corrupt("live count")),
+        }
     }
 
     fn reclaim_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.on_index(&self.scripts.reclaim, now)
+        let dropped = codec::count(&self.on_index(&self.scripts.reclaim, now)?)?;
+        self.count_expired(dropped);
+        Ok(dropped)
+    }
+
+    fn expired_total(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
 }

@@ -301,3 +301,28 @@ pub fn reclaim_counts_only_ended_sessions(make: Factory<'_>) {
         );
     }
 }
+
+/// Every removal of an ended session is counted once, whichever call removes it: a create, a
+/// count, a reclaim, or a delete that finds it ended.
+pub fn every_expiry_is_counted_once(make: Factory<'_>) {
+    let store = make(10);
+    let t0 = start();
+    let ttl = Duration::from_secs(10);
+    let [a, b, c, d] = [0; 4].map(|_| session(t0, ttl, b"x"));
+    for s in [&a, &b, &c, &d] {
+        store.create(s.clone(), t0).unwrap();
+    }
+    assert_eq!(store.expired_total(), 0);
+    let ended = t0 + ttl;
+    assert!(!store.delete(a.id, ended).unwrap());
+    assert_eq!(store.expired_total(), 1);
+    store.create(session(ended, ttl, b"y"), ended).unwrap();
+    assert_eq!(store.expired_total(), 4);
+    assert_eq!(store.live_count(ended).unwrap(), 1);
+    assert_eq!(store.reclaim_expired(ended).unwrap(), 0);
+    assert_eq!(store.expired_total(), 4);
+    let later = ended + ttl;
+    assert_eq!(store.live_count(later).unwrap(), 0);
+    assert_eq!(store.reclaim_expired(later).unwrap(), 0);
+    assert_eq!(store.expired_total(), 5);
+}
