@@ -42,6 +42,10 @@ class Config:
         """Most live sessions at once."""
 
     @property
+    def redis_pool_size(self) -> int | None:
+        """Connections each process keeps to Redis; None for the memory store."""
+
+    @property
     def store_kind(self) -> Literal["memory", "redis"]:
         """Which store holds the sessions."""
 

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from synapse.config._base import ConfigError
-from synapse.logging.context import defer_to_thread
 
 from synapse_rendezvous import _core, metrics
-from synapse_rendezvous.dispatch import Dispatcher
+from synapse_rendezvous.dispatch import Dispatcher, StoreThreads
 from synapse_rendezvous.resource import RendezvousResource
 from synapse_rendezvous.takeover import install_handler
 
@@ -25,6 +24,8 @@ SESSION_PREFIX = "/_synapse/client/rendezvous"
 # How often expired sessions are freed on each process: memory comes back within this time
 # even when nobody touches the sessions again.
 RECLAIM_INTERVAL_MS = 5_000
+# Threads for a network store when its pool size is unknown: one per pooled connection.
+DEFAULT_THREADS = 16
 
 Mode = Literal["takeover", "delegation"]
 
@@ -50,7 +51,10 @@ class RendezvousModule:
         except _core.ConfigError as error:
             raise _synapse_config_error(error) from None
         reactor = api._hs.get_reactor()
-        dispatcher = Dispatcher(handler, reactor)
+        threads = None
+        if handler.blocking:
+            threads = StoreThreads(reactor, config.redis_pool_size or DEFAULT_THREADS)
+        dispatcher = Dispatcher(handler, threads)
         if mode == "takeover":
             install_handler(api._hs, dispatcher, endpoint)
         # Also in takeover mode: replaces Synapse's session resource, which answers 500 to
@@ -63,7 +67,7 @@ class RendezvousModule:
             run_on_all_instances=True,
         )
         reactor.addSystemEventTrigger("before", "shutdown", self._save_snapshot)
-        self._reactor = reactor
+        self._threads = threads
         self._handler = handler
         # With a network store the gauge reads the count of the last maintenance run, so
         # that a scrape never waits on Redis on the reactor thread.
@@ -92,8 +96,8 @@ class RendezvousModule:
         """Frees expired sessions and counts the live ones, off the reactor for Redis."""
         if self._handler is None:
             return
-        if self._handler.blocking:
-            self._live_sessions = await defer_to_thread(self._reactor, self._reclaim_and_count)
+        if self._threads is not None:
+            self._live_sessions = await self._threads.run(self._reclaim_and_count)
         else:
             self._live_sessions = self._reclaim_and_count()
 

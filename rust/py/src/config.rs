@@ -33,6 +33,15 @@ impl Config {
         self.inner.capacity
     }
 
+    /// Connections each process keeps to Redis; `None` for the memory store.
+    #[getter]
+    fn redis_pool_size(&self) -> Option<u32> {
+        match &self.inner.store {
+            core::StoreConfig::Memory { .. } => None,
+            core::StoreConfig::Redis(redis) => Some(redis.pool_size),
+        }
+    }
+
     /// `"memory"` or `"redis"`.
     #[getter]
     fn store_kind(&self) -> &'static str {
