@@ -1,13 +1,24 @@
 """Fixtures that boot real Synapse homeservers (see `synapse_rendezvous.devserver`).
 
 Every spec test takes the ``server`` fixture and so runs once per entry of `SERVER_VARIANTS`
-(by default our module in takeover mode and in delegation mode). The shared servers use the
-module's defaults, except that per-client rate limiting is off (`BASE_MODULE_CONFIG`); tests
-that need special limits start their own server with the ``server_factory`` fixture, still once
-per variant (the ``variant`` fixture).
+(by default our module in takeover mode and in delegation mode, each with the memory store and
+with the Redis store). The shared servers use the module's defaults, except that per-client
+rate limiting is off (`BASE_MODULE_CONFIG`); tests that need special limits start their own
+server with the ``server_factory`` fixture, still once per variant (the ``variant`` fixture).
 
 ``SYNAPSE_RENDEZVOUS_TEST_MODES`` (comma-separated, default ``takeover,delegation``) selects the
-modes. ``SYNAPSE_RENDEZVOUS_TEST_MODES=builtin`` runs the spec tests against Synapse's own
+modes, and ``SYNAPSE_RENDEZVOUS_TEST_STORES`` (comma-separated, default ``memory,redis``) the
+session stores our module runs with: each mode runs once per store. The ``redis`` variants
+(``takeover-redis``, ``delegation-redis``, marked ``redis``) use one redis-server for the whole
+session (`RedisServer`, on a port picked when this file is imported), started only when the
+first of their servers starts, so ``-m "not redis"`` needs no Redis; every server started for
+them gets its own ``key_prefix``, so that no server sees another one's sessions. With
+``SYNAPSE_RENDEZVOUS_TEST_STORES=memory`` every test marked ``redis`` is skipped.
+
+Tests of their own Redis (outages) use ``redis_factory``; tests of Synapse workers use
+``deployment_factory`` (a main process plus generic workers, see `deployment.Deployment`).
+
+``SYNAPSE_RENDEZVOUS_TEST_MODES=builtin`` runs the spec tests against Synapse's own
 implementation, a check of the tests themselves: tests marked ``improvement`` (behaviour where
 we deliberately differ from Synapse) are then expected to fail (strict xfail), and tests that
 need our module (``module_mode``) are skipped.
@@ -33,7 +44,16 @@ for _path in (_TESTS, _TESTS.parent):
     if str(_path) not in sys.path:
         sys.path.append(str(_path))
 
-from synapse_rendezvous.devserver import MODES, DevServer, Mode, SynapseStartError  # noqa: E402
+from deployment import Deployment  # noqa: E402
+from redis_server import RedisError, RedisServer  # noqa: E402
+
+from synapse_rendezvous.devserver import (  # noqa: E402
+    MODES,
+    DevServer,
+    Mode,
+    SynapseStartError,
+    free_port,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -41,6 +61,9 @@ if TYPE_CHECKING:
 
 MODES_ENV = "SYNAPSE_RENDEZVOUS_TEST_MODES"
 DEFAULT_MODES = "takeover,delegation"
+STORES_ENV = "SYNAPSE_RENDEZVOUS_TEST_STORES"
+DEFAULT_STORES = "memory,redis"
+STORES = ("memory", "redis")
 
 
 def enabled_modes() -> list[Mode]:
@@ -57,6 +80,27 @@ def enabled_modes() -> list[Mode]:
             )
         modes.append(cast("Mode", name))
     return modes
+
+
+def enabled_stores() -> list[str]:
+    """The session stores selected by ``SYNAPSE_RENDEZVOUS_TEST_STORES``."""
+    raw = os.environ.get(STORES_ENV, "").strip() or DEFAULT_STORES
+    stores: list[str] = []
+    for item in raw.split(","):
+        name = item.strip()
+        if not name:
+            continue
+        if name not in STORES:
+            raise pytest.UsageError(f"{STORES_ENV}: unknown store {name!r} (use memory, redis)")
+        stores.append(name)
+    return stores
+
+
+#: The port of the redis-server shared by the whole session (see `_Servers.session_redis`),
+#: picked now since the module config of the redis variants is static. It is only started
+#: when a server of a redis variant starts.
+SESSION_REDIS_PORT = free_port()
+SESSION_REDIS_URL = f"redis://127.0.0.1:{SESSION_REDIS_PORT}/0"
 
 
 #: Put under every module config of the test servers (a test's own config replaces it key by
@@ -88,12 +132,42 @@ class ServerVariant:
     def uses_module(self) -> bool:
         return self.mode != "builtin"
 
+    @property
+    def store(self) -> str:
+        """The session store of our module in this variant (``memory`` or ``redis``)."""
+        return str(self.module_config.get("store", "memory"))
+
     def config(self, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
         """The module config for a server of this variant with ``overrides`` on top."""
         return {**BASE_MODULE_CONFIG, **self.module_config, **(overrides or {})}
 
 
-SERVER_VARIANTS: list[ServerVariant] = [ServerVariant(mode) for mode in enabled_modes()]
+#: The module config of the redis variants. The server factory adds a ``key_prefix`` of its
+#: own to every server it starts with the session Redis.
+REDIS_MODULE_CONFIG: Mapping[str, object] = {
+    "store": "redis",
+    "redis": {"url": SESSION_REDIS_URL},
+}
+
+
+def _server_variants() -> list[ServerVariant]:
+    stores = enabled_stores()
+    variants: list[ServerVariant] = []
+    for mode in enabled_modes():
+        if mode == "builtin":
+            # Synapse's own implementation has no store to choose.
+            variants.append(ServerVariant(mode))
+            continue
+        if "memory" in stores:
+            variants.append(ServerVariant(mode))
+        if "redis" in stores:
+            variants.append(
+                ServerVariant(mode, REDIS_MODULE_CONFIG, label="redis", marks=(pytest.mark.redis,))
+            )
+    return variants
+
+
+SERVER_VARIANTS: list[ServerVariant] = _server_variants()
 
 #: Modes with our module loaded, for tests of the module itself (config, logging).
 MODULE_MODES: list[Mode] = [m for m in enabled_modes() if m != "builtin"]
@@ -121,7 +195,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    redis_selected = "redis" in enabled_stores()
     for item in items:
+        # Skipped here rather than by a fixture, so that no module-scoped server or
+        # deployment boots for a test that is skipped anyway.
+        if not MODULE_MODES and "needs_module" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason=f"{MODES_ENV} selects no mode with our module"))
+        if not redis_selected and item.get_closest_marker("redis") is not None:
+            item.add_marker(pytest.mark.skip(reason=f"{STORES_ENV} does not select redis"))
         marker = item.get_closest_marker("improvement")
         if marker is None:
             continue
@@ -154,11 +235,55 @@ class ServerFactory(Protocol):
     ) -> AbstractContextManager[DevServer]: ...
 
 
+def start_redis_or_fail(redis: RedisServer, timeout: float = 10.0) -> None:
+    """Start ``redis``; if it does not come up (or the binary is missing), fail the test."""
+    try:
+        redis.start(timeout)
+    except RedisError as exc:
+        pytest.fail(f"redis-server failed to start:\n{exc}", pytrace=False)
+
+
 class _Servers:
-    """Starts servers on demand and makes sure every one of them is stopped."""
+    """Starts servers on demand and makes sure every one of them is stopped.
+
+    Also owns the session's shared redis-server, started on first use by `session_redis`.
+    """
 
     def __init__(self) -> None:
         self.live: list[DevServer] = []
+        self._redis: RedisServer | None = None
+        self._prefixes = 0
+
+    def session_redis(self) -> RedisServer:
+        """The redis-server of the redis variants (on `SESSION_REDIS_PORT`), started if needed."""
+        if self._redis is None:
+            self._redis = RedisServer(SESSION_REDIS_PORT)
+        if not self._redis.running:
+            start_redis_or_fail(self._redis)
+        return self._redis
+
+    def unique_key_prefix(self) -> str:
+        """A ``key_prefix`` used by no other server of this session."""
+        self._prefixes += 1
+        return f"rendezvous-test:{os.getpid()}:{self._prefixes}:"
+
+    def module_config(
+        self, variant: ServerVariant, overrides: Mapping[str, object] | None
+    ) -> dict[str, object]:
+        """The variant's module config with ``overrides`` on top; for the Redis store, with
+        the session Redis when no URL is given, started, and a fresh ``key_prefix`` unless
+        one is given."""
+        config = variant.config(overrides)
+        if config.get("store") != "redis":
+            return config
+        raw = config.get("redis")
+        redis_block: dict[str, object] = dict(raw) if isinstance(raw, dict) else {}
+        redis_block.setdefault("url", SESSION_REDIS_URL)
+        if redis_block["url"] == SESSION_REDIS_URL:
+            self.session_redis()
+        redis_block.setdefault("key_prefix", self.unique_key_prefix())
+        config["redis"] = redis_block
+        return config
 
     @contextlib.contextmanager
     def running(
@@ -173,11 +298,8 @@ class _Servers:
         variant's; started unless ``start`` is false, always stopped on exit."""
         if not isinstance(variant, ServerVariant):
             variant = ServerVariant(variant)
-        server = DevServer(
-            mode=variant.mode,
-            module_config=variant.config(module_config),
-            extra_config=extra_config,
-        )
+        config = self.module_config(variant, module_config)
+        server = DevServer(mode=variant.mode, module_config=config, extra_config=extra_config)
         self.live.append(server)
         try:
             if start:
@@ -188,9 +310,14 @@ class _Servers:
             self.live.remove(server)
 
     def stop_all(self) -> None:
-        for server in list(self.live):
-            server.stop()
-        self.live.clear()
+        try:
+            for server in list(self.live):
+                server.stop()
+            self.live.clear()
+        finally:
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +333,87 @@ def _servers() -> Iterator[_Servers]:
 def server_factory(_servers: _Servers) -> ServerFactory:
     """``with server_factory(variant, {"ttl": "2s"}) as srv:`` runs a dedicated server."""
     return _servers.running
+
+
+class RedisFactory(Protocol):
+    def __call__(self, *, start: bool = True) -> AbstractContextManager[RedisServer]: ...
+
+
+@contextlib.contextmanager
+def _own_redis(*, start: bool = True) -> Iterator[RedisServer]:
+    # A server not started now gets its port fixed already, so that a URL given to Synapse
+    # before it starts stays right.
+    redis = RedisServer() if start else RedisServer(free_port())
+    try:
+        if start:
+            start_redis_or_fail(redis)
+        yield redis
+    finally:
+        redis.close()
+
+
+@pytest.fixture(scope="session")
+def redis_factory() -> RedisFactory:
+    """``with redis_factory() as redis:`` runs a redis-server of the test's own (free port,
+    no persistence), stopped and removed on exit; the test may stop, restart, pause it.
+    With ``start=False`` it is not started yet (its port and URL are fixed already)."""
+    return _own_redis
+
+
+class DeploymentFactory(Protocol):
+    def __call__(
+        self,
+        mode: Mode,
+        module_config: Mapping[str, object] | None = None,
+        *,
+        redis: RedisServer,
+        workers: int = 2,
+        extra_config: Mapping[str, object] | None = None,
+    ) -> AbstractContextManager[Deployment]: ...
+
+
+@contextlib.contextmanager
+def _running_deployment(
+    mode: Mode,
+    module_config: Mapping[str, object] | None = None,
+    *,
+    redis: RedisServer,
+    workers: int = 2,
+    extra_config: Mapping[str, object] | None = None,
+) -> Iterator[Deployment]:
+    deployment = Deployment(
+        mode=mode,
+        module_config={**BASE_MODULE_CONFIG, **(module_config or {})},
+        redis_port=redis.port,
+        workers=workers,
+        extra_config=extra_config,
+    )
+    try:
+        try:
+            deployment.start()
+        except SynapseStartError as exc:
+            pytest.fail(f"the worker deployment ({mode}) failed to start:\n{exc}", pytrace=False)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def deployment_factory() -> DeploymentFactory:
+    """``with deployment_factory("takeover", {"store": "redis"}, redis=redis) as dep:`` runs
+    a main process and ``workers`` generic workers (see `deployment.Deployment`) whose
+    Synapse replication uses ``redis``, with our module configured like the test servers
+    (`BASE_MODULE_CONFIG` under ``module_config``); everything is stopped on exit."""
+    return _running_deployment
+
+
+@pytest.fixture(scope="session")
+def session_redis(_servers: _Servers) -> RedisServer:
+    """The redis-server shared by the servers of the redis variants (started on first use).
+
+    Never stop it: use a `RedisServer` of your own to test outages.
+    """
+    return _servers.session_redis()
 
 
 @pytest.fixture(scope="session", params=_variant_params())
