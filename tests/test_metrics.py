@@ -1,0 +1,272 @@
+"""The module's Prometheus metrics, scraped from a real Synapse's metrics listener.
+
+One Synapse per server variant, with ``enable_metrics`` and a ``metrics`` listener, a short
+TTL and a tight create limit. A known sequence of requests must show up exactly in the
+counters; sessions left alone must be counted as expired by the module's background
+reclamation (every 5 s on every process) without any request touching them, and sessions a
+create drops on the way must be counted too. With the Redis store the server gets a
+redis-server of its own, so that the last test can stop it and see store errors counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from raw_http import RawResponse, create, create_url, request
+
+from synapse_rendezvous.devserver import DevServer, SynapseStartError, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from conftest import RedisFactory, ServerVariant
+    from redis_server import RedisServer
+
+    from synapse_rendezvous.devserver import Mode
+
+#: Session lifetime by store: short, so that expiry is quick, but longer than the sequence
+#: below. With Redis the live-sessions gauge shows the count of the last background run
+#: (so that a scrape never waits on Redis), so the sessions must outlive one interval.
+TTL_S = {"memory": 3, "redis": 8}
+#: The module's background reclamation interval (``RECLAIM_INTERVAL_MS``).
+RECLAIM_INTERVAL_S = 5
+CREATE_BURST = 3
+#: Every create comes from 127.0.0.1 unless said otherwise, whose create bucket holds
+#: `CREATE_BURST` tokens and refills once in 1000 s: the create after them is rate limited.
+RATE_LIMIT: dict[str, object] = {"create": {"per_second": 0.001, "burst": CREATE_BURST}}
+PREFIX = "synapse_rendezvous_"
+TEXT = ("Content-Type", "text/plain")
+UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class MetricsServer(DevServer):
+    """A `DevServer` that also serves Prometheus metrics on ``metrics_port``."""
+
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        module_config: Mapping[str, object],
+        extra_config: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(
+            mode=mode,
+            module_config=module_config,
+            extra_config={"enable_metrics": True, **(extra_config or {})},
+        )
+        self.metrics_port = free_port()
+
+    def listeners(self) -> list[dict[str, object]]:
+        metrics: dict[str, object] = {
+            "port": self.metrics_port,
+            "type": "metrics",
+            "bind_addresses": ["127.0.0.1"],
+        }
+        return [*super().listeners(), metrics]
+
+    def scrape(self) -> Samples:
+        """Every ``synapse_rendezvous_*`` sample, by name and labels."""
+        url = f"http://127.0.0.1:{self.metrics_port}/_synapse/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200
+            text = resp.read().decode("utf-8")
+        samples: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith(PREFIX):
+                    key = (sample.name, frozenset(sample.labels.items()))
+                    samples[key] = sample.value
+        return samples
+
+
+@dataclass
+class Setup:
+    server: MetricsServer
+    store: str
+    ttl_s: float
+    redis: RedisServer | None
+
+
+@pytest.fixture(scope="module")
+def setup(variant: ServerVariant, redis_factory: RedisFactory) -> Iterator[Setup]:
+    if not variant.uses_module:
+        pytest.skip("Synapse's built-in implementation exports no metrics of ours")
+    with contextlib.ExitStack() as stack:
+        store = str(variant.config().get("store", "memory"))
+        ttl_s = TTL_S[store]
+        overrides: dict[str, object] = {"ttl": f"{ttl_s}s", "rate_limit": RATE_LIMIT}
+        redis: RedisServer | None = None
+        if store == "redis":
+            redis = stack.enter_context(redis_factory())
+            overrides["redis"] = {"url": redis.url, "timeout": "500ms"}
+        config = variant.config(overrides)
+        server = MetricsServer(mode=variant.mode, module_config=config)
+        stack.callback(server.stop)
+        try:
+            server.start()
+        except SynapseStartError as exc:
+            pytest.fail(f"Synapse with metrics failed to start:\n{exc}", pytrace=False)
+        yield Setup(server, store, ttl_s, redis)
+
+
+# -- reading samples --------------------------------------------------------------------------
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The value of the sample ``synapse_rendezvous_<name>`` with exactly these labels."""
+    return samples.get((PREFIX + name, frozenset(labels.items())))
+
+
+def responses(samples: Samples) -> dict[tuple[str, str], float]:
+    """``synapse_rendezvous_responses_total`` by (method, status)."""
+    found: dict[tuple[str, str], float] = {}
+    for (name, labels), count in samples.items():
+        if name == PREFIX + "responses_total":
+            label = dict(labels)
+            found[(label["method"], label["status"])] = count
+    return found
+
+
+def scrape_until(
+    server: MetricsServer, done: Callable[[Samples], bool], deadline: float
+) -> Samples:
+    """Scrapes until ``done`` holds or the ``time.monotonic()`` deadline has passed."""
+    while True:
+        samples = server.scrape()
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.25)
+
+
+def _etag(resp: RawResponse) -> str:
+    etag = resp.header("ETag")
+    assert etag, resp
+    return etag
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_a_known_sequence_is_counted_exactly(setup: Setup) -> None:
+    """Three creates, a rate-limited fourth, GET 200 and 304, a PUT and a stale PUT (412), a
+    DELETE: every counter says exactly that. Then, with no request at all, the two sessions
+    left expire and the background reclamation counts them (and the gauge drops to 0)."""
+    srv, store, ttl_s = setup.server, setup.store, setup.ttl_s
+    started = time.monotonic()
+    urls = [create_url(srv, f"s{i}".encode()) for i in range(CREATE_BURST)]
+    limited = create(srv)
+    assert limited.status == 429, limited
+    first, _, third = urls
+    got = request(srv, "GET", first)
+    assert got.status == 200, got
+    etag = _etag(got)
+    assert request(srv, "GET", first, headers=[("If-None-Match", etag)]).status == 304
+    written = request(srv, "PUT", first, headers=[TEXT, ("If-Match", etag)], body=b"new")
+    assert written.status == 202, written
+    stale = request(srv, "PUT", first, headers=[TEXT, ("If-Match", etag)], body=b"stale")
+    assert stale.status == 412, stale
+    assert request(srv, "DELETE", third).status == 204
+    # Memory: the gauge counts at scrape time. Redis: it shows the last background count.
+    samples = scrape_until(
+        srv,
+        lambda s: value(s, "live_sessions", store=store) == 2,
+        deadline=started + ttl_s - 0.5,
+    )
+    assert time.monotonic() - started < ttl_s, "too slow: sessions may have expired already"
+
+    assert value(samples, "live_sessions", store=store) == 2
+    assert value(samples, "sessions_created_total", store=store) == 3
+    assert value(samples, "sessions_deleted_total", store=store) == 1
+    assert value(samples, "sessions_expired_total", store=store) == 0
+    assert value(samples, "conflicts_total", store=store) == 1
+    assert value(samples, "rate_limited_total", store=store) == 1
+    expected_responses = {
+        ("POST", "201"): 3,
+        ("POST", "429"): 1,
+        ("GET", "200"): 1,
+        ("GET", "304"): 1,
+        ("PUT", "202"): 1,
+        ("PUT", "412"): 1,
+        ("DELETE", "204"): 1,
+    }
+    assert responses(samples) == expected_responses
+    for kind in ("unavailable", "timeout", "corrupt"):
+        assert value(samples, "store_errors_total", store=store, kind=kind) == 0
+    calls = value(samples, "store_latency_seconds_count", store=store)
+    assert calls is not None
+    assert calls > 0
+    buckets = [
+        (float(dict(labels)["le"]), count)
+        for (name, labels), count in samples.items()
+        if name == PREFIX + "store_latency_seconds_bucket"
+    ]
+    buckets.sort()
+    assert buckets[-1] == (float("inf"), calls), buckets
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets)), buckets
+
+    # Expiry: no request and no scrape until the sessions have expired and a background
+    # reclamation has run (a memory-store scrape counts live sessions, which also drops
+    # expired ones: see the next test).
+    time.sleep(max(0.0, started + ttl_s + RECLAIM_INTERVAL_S + 1.5 - time.monotonic()))
+    after = srv.scrape()
+    assert value(after, "sessions_expired_total", store=store) == 2
+    assert value(after, "live_sessions", store=store) == 0
+    assert value(after, "sessions_created_total", store=store) == 3
+    # Nothing touched the sessions: no response was added.
+    assert responses(after) == expected_responses
+
+
+def test_expired_sessions_are_counted_even_when_a_create_drops_them(setup: Setup) -> None:
+    """Two sessions expire; a create right after their expiry (before the next background
+    run, which comes every 5 s and so wins this race only rarely) drops them from the store.
+    They were still reclaimed on expiry, so they must still be counted."""
+    if setup.server.mode != "takeover":
+        pytest.skip("a property of the store: checked once per store, in takeover mode")
+    srv, store, ttl_s = setup.server, setup.store, setup.ttl_s
+    before = value(srv.scrape(), "sessions_expired_total", store=store) or 0
+    started = time.monotonic()
+    for i in range(2):
+        create_url(srv, f"e{i}".encode(), source="127.0.0.2")
+    time.sleep(max(0.0, started + ttl_s + 0.05 - time.monotonic()))
+    # This create's own clean-up drops the two expired sessions; it is deleted at once,
+    # so that it does not expire itself.
+    late = create_url(srv, b"late", source="127.0.0.2")
+    assert request(srv, "DELETE", late, source="127.0.0.2").status == 204
+    time.sleep(RECLAIM_INTERVAL_S + 1)
+    after = value(srv.scrape(), "sessions_expired_total", store=store)
+    assert after == before + 2
+
+
+def test_store_errors_are_counted_when_redis_is_down(setup: Setup) -> None:
+    """Redis store only: with its Redis stopped, requests are answered 503 and every failed
+    store call is counted under ``store_errors_total{store="redis"}``; scraping still works."""
+    if setup.redis is None:
+        pytest.skip("only the Redis store can fail")
+    srv = setup.server
+    before = srv.scrape()
+    errors_before = sum(
+        value(before, "store_errors_total", store="redis", kind=kind) or 0
+        for kind in ("unavailable", "timeout", "corrupt")
+    )
+    setup.redis.stop()
+    assert create(srv, source="127.0.0.3").status == 503
+    unknown = f"{srv.base_url}_synapse/client/rendezvous/{UNKNOWN_ID}"
+    assert request(srv, "GET", unknown, source="127.0.0.3").status == 503
+    after = srv.scrape()
+    errors_after = sum(
+        value(after, "store_errors_total", store="redis", kind=kind) or 0
+        for kind in ("unavailable", "timeout", "corrupt")
+    )
+    assert errors_after >= errors_before + 2
+    counts = responses(after)
+    assert counts.get(("POST", "503"), 0) >= 1
+    assert counts.get(("GET", "503"), 0) >= 1
