@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of synapse-rendezvous against Synapse's built-in (``scripts/bench``)."""

@@ -1,0 +1,202 @@
+"""The servers under test: Synapse in each configuration, a private redis-server, and what
+the benchmark reads about a process from ``/proc``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from synapse_rendezvous.devserver import DevServer, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+Impl = Literal["builtin", "memory", "redis", "trivial"]
+#: Every implementation, in the order of the report; "builtin" is the reference.
+IMPLS: tuple[Impl, ...] = ("builtin", "memory", "redis", "trivial")
+#: The ones that serve the rendezvous API (the trivial ceiling serves one fixed answer).
+RENDEZVOUS_IMPLS: tuple[Impl, ...] = ("builtin", "memory", "redis")
+
+LABELS: Mapping[Impl, str] = {
+    "builtin": "Synapse built-in",
+    "memory": "module, memory store",
+    "redis": "module, Redis store",
+    "trivial": "trivial ceiling",
+}
+
+#: Where the trivial ceiling answers (see ``bench/trivial_module.py``).
+TRIVIAL_PATH = "_synapse/client/bench_trivial"
+
+#: Rate limits would throttle a load generator that sends everything from one address. The
+#: capacity leaves room for every session the create runs make (they delete theirs after
+#: each run, but a run at 3 000 creates/s for 5 s alone makes 15 000).
+MODULE_CONFIG: Mapping[str, object] = {
+    "rate_limit": {"enabled": False},
+    "capacity": 200_000,
+}
+
+
+class TrivialServer(DevServer):
+    """Synapse with only the trivial module (``bench/trivial_module.py``) loaded."""
+
+    def module_entries(self) -> list[dict[str, object]]:
+        return [{"module": "trivial_module.TrivialModule", "config": {}}]
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        # Synapse runs with its work directory as cwd: make the module importable.
+        existing = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(BENCH_DIR) + (os.pathsep + existing if existing else "")
+        return env
+
+
+def make_server(impl: Impl, redis_url: str | None = None) -> DevServer:
+    """A (not yet started) Synapse for ``impl``."""
+    if impl == "builtin":
+        return DevServer(mode="builtin")
+    if impl == "memory":
+        return DevServer(mode="takeover", module_config=MODULE_CONFIG)
+    if impl == "redis":
+        if redis_url is None:
+            raise ValueError("the Redis store needs a redis URL")
+        config = dict(MODULE_CONFIG)
+        config.update({"store": "redis", "redis": {"url": redis_url}})
+        return DevServer(mode="takeover", module_config=config)
+    return TrivialServer(mode="idle")
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = Path(tempfile.mkdtemp(prefix="synapse-rendezvous-bench-redis-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, timeout: float = 15.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        # ``--save ""`` must reach redis-server as an empty argument.
+        self._process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+            ],
+            cwd=self._dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._pong():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        proc = self._process
+        self._process = None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5.0)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# -- /proc --------------------------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    # The command name (field 2) may contain spaces: count fields after its ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / _TICKS
+
+
+def system_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent busy since boot (``/proc/stat``), in
+    seconds: with the CPU time of the benchmark's own processes, what other work used."""
+    fields = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now (``VmRSS``)."""
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (``VmHWM``) since start or since `reset_peak_rss`."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Resets ``VmHWM`` to the current RSS (needs Linux 4.0+ and permission); whether it did."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5", encoding="ascii")
+        return True
+    return False
+
+
+@dataclass
+class ProcessSample:
+    """CPU time and RSS of a process at one moment."""
+
+    cpu: float
+    rss: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessSample:
+        return cls(cpu_seconds(pid), rss_bytes(pid))
