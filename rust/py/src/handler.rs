@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{self, HeaderName};
 use http::{Request, Response};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -21,12 +22,29 @@ use synapse_rendezvous_core::{
 use crate::config::Config;
 use crate::errors::config_error;
 use crate::store::{self, Notice};
-use crate::twisted::{read_request, write_response};
+use crate::twisted::{read_request, write_response, HeaderNames};
+
+/// Every header the core writes, so that Twisted's spelling of each is learned up front.
+const RESPONSE_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CACHE_CONTROL,
+    header::PRAGMA,
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ETAG,
+    header::EXPIRES,
+    header::LAST_MODIFIED,
+    header::RETRY_AFTER,
+];
 
 /// Serves the rendezvous API for one Synapse process.
 #[pyclass(module = "synapse_rendezvous._core", frozen)]
 pub struct RendezvousHandler {
     core: Rendezvous,
+    header_names: HeaderNames,
     blocking: bool,
     snapshot: Option<(Arc<MemoryStore>, PathBuf)>,
     logger: Py<PyAny>,
@@ -101,6 +119,7 @@ impl RendezvousHandler {
         }
         Ok(Self {
             core,
+            header_names: HeaderNames::learn(py, RESPONSE_HEADERS)?,
             blocking: opened.blocking,
             snapshot: opened.snapshot,
             logger,
@@ -116,9 +135,9 @@ impl RendezvousHandler {
     /// Answers a Twisted request completely: reads it, writes the response, finishes it.
     #[pyo3(signature = (request, /))]
     fn handle(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
-        let parsed = read_request(request)?;
+        let parsed = read_request(request, self.core.config().rate_limit.enabled)?;
         let response = self.respond(request.py(), &parsed);
-        write_response(request, &response)
+        write_response(request, &response, &self.header_names)
     }
 
     /// Reads a Twisted request (on the reactor thread).
@@ -127,7 +146,7 @@ impl RendezvousHandler {
     #[pyo3(signature = (request, /))]
     fn read_request(&self, request: &Bound<'_, PyAny>) -> PyResult<PendingRequest> {
         Ok(PendingRequest {
-            request: read_request(request)?,
+            request: read_request(request, self.core.config().rate_limit.enabled)?,
         })
     }
 
@@ -148,7 +167,7 @@ impl RendezvousHandler {
         request: &Bound<'_, PyAny>,
         response: &PendingResponse,
     ) -> PyResult<()> {
-        write_response(request, &response.response)
+        write_response(request, &response.response, &self.header_names)
     }
 
     /// Frees the memory of expired sessions; returns how many. Run periodically.
@@ -208,9 +227,18 @@ impl RendezvousHandler {
 }
 
 impl RendezvousHandler {
-    /// Runs the core without the GIL; a panic becomes a logged 500, never a crash.
+    /// Runs the core (without the GIL when the store can block); a panic becomes a logged
+    /// 500, never a crash.
     fn respond(&self, py: Python<'_>, request: &Request<Bytes>) -> Response<Bytes> {
-        match py.detach(|| guarded(|| self.core.handle(request))) {
+        let answer = || guarded(|| self.core.handle(request));
+        // The memory store answers in microseconds: releasing and retaking the GIL would
+        // cost more than holding it.
+        let outcome = if self.blocking {
+            py.detach(answer)
+        } else {
+            answer()
+        };
+        match outcome {
             Ok(response) => {
                 if let Some(Problem(why)) = response.extensions().get::<Problem>() {
                     self.log_error(

@@ -6,10 +6,11 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, DATE};
 use http::{Method, Request, Response, Uri};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use synapse_rendezvous_core::rate_limit::ClientKey;
 
 /// Reads a Twisted request into an `http::Request`.
@@ -18,41 +19,58 @@ use synapse_rendezvous_core::rate_limit::ClientKey;
 /// with raw non-ASCII bytes is percent-encoded (so an odd id becomes an unknown id), an
 /// unusable method becomes one no route allows, and an unusable header line is dropped.
 ///
+/// The client's address is read only when `with_client` (rate limits are on), since asking
+/// Twisted for it costs a few Python calls per request.
+///
 /// # Errors
 /// A Python exception when the object does not behave like a Twisted request.
-pub(crate) fn read_request(request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes>> {
-    let method: Vec<u8> = request.getattr("method")?.extract()?;
-    let uri: Vec<u8> = request.getattr("uri")?.extract()?;
-    let content = request.getattr("content")?;
-    let body: Vec<u8> = if content.is_none() {
-        Vec::new()
+pub(crate) fn read_request(
+    request: &Bound<'_, PyAny>,
+    with_client: bool,
+) -> PyResult<Request<Bytes>> {
+    let py = request.py();
+    let method = request.getattr(intern!(py, "method"))?;
+    let uri = request.getattr(intern!(py, "uri"))?;
+    let content = request.getattr(intern!(py, "content"))?;
+    let body = if content.is_none() {
+        Bytes::new()
     } else {
-        content.call_method1("seek", (0,))?;
-        content.call_method0("read")?.extract()?
+        content.call_method1(intern!(py, "seek"), (0,))?;
+        let data = content.call_method0(intern!(py, "read"))?;
+        Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes())
     };
 
     let mut builder = Request::builder()
-        .method(Method::from_bytes(&method).unwrap_or_else(|_| unusable_method()))
-        .uri(parse_uri(&uri));
-    builder = builder.extension(client_key(request));
+        .method(
+            Method::from_bytes(method.cast::<PyBytes>()?.as_bytes())
+                .unwrap_or_else(|_| unusable_method()),
+        )
+        .uri(parse_uri(uri.cast::<PyBytes>()?.as_bytes()));
+    if with_client {
+        builder = builder.extension(client_key(request));
+    }
     if let Some(headers) = builder.headers_mut() {
         let raw = request
-            .getattr("requestHeaders")?
-            .call_method0("getAllRawHeaders")?;
+            .getattr(intern!(py, "requestHeaders"))?
+            .call_method0(intern!(py, "getAllRawHeaders"))?;
         for item in raw.try_iter()? {
-            let (name, values): (Vec<u8>, Vec<Vec<u8>>) = item?.extract()?;
-            let Ok(name) = HeaderName::from_bytes(&name) else {
+            let item = item?;
+            let (name, values) = item
+                .cast::<PyTuple>()?
+                .extract::<(Bound<'_, PyBytes>, Bound<'_, PyAny>)>()?;
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
                 continue;
             };
-            for value in values {
-                if let Ok(value) = HeaderValue::from_bytes(&value) {
+            for value in values.try_iter()? {
+                let value = value?;
+                if let Ok(value) = HeaderValue::from_bytes(value.cast::<PyBytes>()?.as_bytes()) {
                     headers.append(name.clone(), value);
                 }
             }
         }
     }
     builder
-        .body(Bytes::from(body))
+        .body(body)
         .map_err(|error| pyo3::exceptions::PyValueError::new_err(error.to_string()))
 }
 
@@ -63,33 +81,97 @@ pub(crate) fn read_request(request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes
 pub(crate) fn write_response(
     request: &Bound<'_, PyAny>,
     response: &Response<Bytes>,
+    names: &HeaderNames,
 ) -> PyResult<()> {
+    let py = request.py();
     // Twisted raises on finish() after a disconnect; the client will never read it anyway.
     if request
-        .getattr("_disconnected")
+        .getattr(intern!(py, "_disconnected"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(false)
     {
         return Ok(());
     }
-    let py = request.py();
-    request.call_method1("setResponseCode", (response.status().as_u16(),))?;
-    let headers = request.getattr("responseHeaders")?;
+    request.call_method1(
+        intern!(py, "setResponseCode"),
+        (response.status().as_u16(),),
+    )?;
+    let headers = request.getattr(intern!(py, "responseHeaders"))?;
+    let raw = headers.getattr(intern!(py, "_rawHeaders")).ok();
+    let raw = raw.as_ref().and_then(|raw| raw.cast::<PyDict>().ok());
     for name in response.headers().keys() {
-        let values = PyList::empty(py);
-        for value in response.headers().get_all(name) {
-            values.append(PyBytes::new(py, value.as_bytes()))?;
+        // Twisted has already set Date for this request, from the same clock.
+        if name == DATE {
+            continue;
         }
-        headers.call_method1(
-            "setRawHeaders",
-            (PyBytes::new(py, name.as_str().as_bytes()), values),
-        )?;
+        let values = response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|value| PyBytes::new(py, value.as_bytes()));
+        let values = PyList::new(py, values)?;
+        match (raw, names.canonical(py, name)) {
+            // Our values never hold line breaks (HeaderValue refuses them), so what
+            // setRawHeaders would do is exactly this store under the canonical name.
+            (Some(raw), Some(canonical)) => raw.set_item(canonical, values)?,
+            _ => {
+                headers.call_method1(
+                    intern!(py, "setRawHeaders"),
+                    (PyBytes::new(py, name.as_str().as_bytes()), values),
+                )?;
+            }
+        }
     }
     if !response.body().is_empty() {
-        request.call_method1("write", (PyBytes::new(py, response.body()),))?;
+        request.call_method1(intern!(py, "write"), (PyBytes::new(py, response.body()),))?;
     }
-    request.call_method0("finish")?;
+    request.call_method0(intern!(py, "finish"))?;
     Ok(())
+}
+
+/// Twisted's own spelling of the header names the core writes.
+///
+/// Setting headers through `Headers.setRawHeaders` is Python code and was a large part of the
+/// cost of answering; storing into its `_rawHeaders` dict directly is one C call. That is only
+/// right under the name Twisted itself would use (else a header set twice would go out twice),
+/// so each name is asked of Twisted once, through its public API, when the handler is built.
+/// Where `_rawHeaders` is not a dict, headers go through `setRawHeaders` as before.
+pub(crate) struct HeaderNames {
+    canonical: Vec<(HeaderName, Py<PyBytes>)>,
+}
+
+impl HeaderNames {
+    /// Learns Twisted's spelling of `names`.
+    ///
+    /// # Errors
+    /// A Python exception when Twisted's `Headers` cannot be used.
+    pub(crate) fn learn(py: Python<'_>, names: &[HeaderName]) -> PyResult<Self> {
+        let headers_class = py.import("twisted.web.http_headers")?.getattr("Headers")?;
+        let mut canonical = Vec::with_capacity(names.len());
+        for name in names {
+            let headers = headers_class.call0()?;
+            headers.call_method1(
+                "setRawHeaders",
+                (
+                    PyBytes::new(py, name.as_str().as_bytes()),
+                    vec![PyBytes::new(py, b"")],
+                ),
+            )?;
+            let spelled = headers.call_method0("getAllRawHeaders")?.try_iter()?.next();
+            if let Some(item) = spelled {
+                let (key, _): (Bound<'_, PyBytes>, Bound<'_, PyAny>) = item?.extract()?;
+                canonical.push((name.clone(), key.unbind()));
+            }
+        }
+        Ok(Self { canonical })
+    }
+
+    fn canonical<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<&Bound<'py, PyBytes>> {
+        self.canonical
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, spelled)| spelled.bind(py))
+    }
 }
 
 /// The client's address as Synapse reports it (already taken from `X-Forwarded-For` on
