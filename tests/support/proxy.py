@@ -112,13 +112,14 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(document, int):
                 status, document = document, {"errcode": "M_NOT_FOUND", "error": "Not found"}
             data = json.dumps(document).encode()
-            self._answer(status, "", [("Content-Type", "application/json")], data)
+            # Recorded before answering, so that a client that has its answer finds it seen.
             proxy._record(Seen(self.command, self.path, request_headers, status))
+            self._answer(status, "", [("Content-Type", "application/json")], data)
             return
         status, reason, headers, data = self._forward(body)
         headers, data = self._apply(faults, headers, data)
-        self._answer(status, reason, headers, data)
         proxy._record(Seen(self.command, self.path, request_headers, status))
+        self._answer(status, reason, headers, data)
 
     def _forward(self, body: bytes | None) -> tuple[int, str, list[tuple[str, str]], bytes]:
         upstream = self.server.proxy.upstream
