@@ -1,0 +1,80 @@
+//! The system under test: a [`Rendezvous`] with small limits, a manual clock and
+//! deterministic entropy, over whichever store a test supplies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use synapse_rendezvous_core::rate_limit::RateLimitConfig;
+use synapse_rendezvous_core::{
+    Config, Entropy, EntropyError, ManualClock, Rendezvous, Routes, Store,
+};
+
+/// Small, so that capacity refusals happen often.
+pub(crate) const CAPACITY: usize = 3;
+/// Short, so that random clock moves cross it often.
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+/// Small, so that bodies at and over the limit are cheap.
+pub(crate) const MAX_PAYLOAD: usize = 64;
+pub(crate) const BASEURL: &str = "https://matrix.example.org/";
+/// Well formed, never issued.
+pub(crate) const UNKNOWN_ID: &str = "01KQ3ZZZZZZZZZZZZZZZZZZZZZ";
+
+/// Makes a fresh, empty store holding at most `capacity` live sessions.
+pub(crate) type StoreFactory<'a> = &'a dyn Fn(usize) -> Arc<dyn Store>;
+
+/// Poor but never-repeating randomness, so that a failing sequence replays identically:
+/// every draw is a counter at the end of an otherwise zero buffer.
+#[derive(Debug, Default)]
+pub(crate) struct CountingEntropy {
+    pub(crate) next: AtomicU64,
+}
+
+impl Entropy for CountingEntropy {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        let count = self.next.fetch_add(1, Ordering::SeqCst).to_be_bytes();
+        buf.fill(0);
+        let n = buf.len().min(count.len());
+        let tail = buf.len() - n;
+        buf[tail..].copy_from_slice(&count[count.len() - n..]);
+        Ok(())
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) rendezvous: Rendezvous,
+}
+
+impl Harness {
+    pub(crate) fn new(store: Arc<dyn Store>, start: SystemTime) -> Self {
+        let config = Config {
+            ttl: TTL,
+            max_payload_bytes: MAX_PAYLOAD,
+            capacity: CAPACITY,
+            // Requests here carry no client address, so no limit applies anyway; off makes
+            // sure that the model only has to know about capacity.
+            rate_limit: RateLimitConfig {
+                enabled: false,
+                ..RateLimitConfig::default()
+            },
+            ..Config::default()
+        };
+        let clock = Arc::new(ManualClock::new(start));
+        let rendezvous = Rendezvous::new(
+            config,
+            store,
+            clock.clone(),
+            Arc::new(CountingEntropy::default()),
+            Routes::takeover(),
+            BASEURL,
+        );
+        Self { clock, rendezvous }
+    }
+}
+
+/// A fixed start on a whole second, so that the second-resolution HTTP dates of the first
+/// requests equal the clock exactly.
+pub(crate) fn fixed_start() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
