@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -177,22 +178,22 @@ class FakeHomeServer:
 # -- the two implementations behind one interface ---------------------------------------------
 
 
-class Impl:
+class Impl(ABC):
     """Calls one handler; ``session_path`` and ``etag`` read a create's answer."""
 
     name: str
 
-    def create(self, request: FakeRequest) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def create(self, request: FakeRequest) -> None: ...
 
-    def get(self, request: FakeRequest, session_id: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def get(self, request: FakeRequest, session_id: str) -> None: ...
 
-    def put(self, request: FakeRequest, session_id: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def put(self, request: FakeRequest, session_id: str) -> None: ...
 
-    def delete(self, request: FakeRequest, session_id: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def delete(self, request: FakeRequest, session_id: str) -> None: ...
 
 
 class Ours(Impl):
