@@ -39,6 +39,8 @@ mod requests;
 mod run;
 mod stores;
 mod strategies;
+#[path = "../support/mod.rs"]
+mod support;
 mod system;
 mod verify;
 

@@ -1,14 +1,14 @@
 //! The system under test: a [`Rendezvous`] with small limits, a manual clock and
 //! deterministic entropy, over whichever store a test supplies.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use synapse_rendezvous_core::rate_limit::RateLimitConfig;
-use synapse_rendezvous_core::{
-    Config, Entropy, EntropyError, ManualClock, Rendezvous, Routes, Store,
-};
+
+// Poor but never-repeating randomness, so that a failing sequence replays identically.
+use crate::support::CountingEntropy;
+use synapse_rendezvous_core::{Config, ManualClock, Rendezvous, Routes, Store};
 
 /// Small, so that capacity refusals happen often.
 pub(crate) const CAPACITY: usize = 3;
@@ -22,24 +22,6 @@ pub(crate) const UNKNOWN_ID: &str = "01KQ3ZZZZZZZZZZZZZZZZZZZZZ";
 
 /// Makes a fresh, empty store holding at most `capacity` live sessions.
 pub(crate) type StoreFactory<'a> = &'a dyn Fn(usize) -> Arc<dyn Store>;
-
-/// Poor but never-repeating randomness, so that a failing sequence replays identically:
-/// every draw is a counter at the end of an otherwise zero buffer.
-#[derive(Debug, Default)]
-pub(crate) struct CountingEntropy {
-    pub(crate) next: AtomicU64,
-}
-
-impl Entropy for CountingEntropy {
-    fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        let count = self.next.fetch_add(1, Ordering::SeqCst).to_be_bytes();
-        buf.fill(0);
-        let n = buf.len().min(count.len());
-        let tail = buf.len() - n;
-        buf[tail..].copy_from_slice(&count[count.len() - n..]);
-        Ok(())
-    }
-}
 
 pub(crate) struct Harness {
     pub(crate) clock: Arc<ManualClock>,
