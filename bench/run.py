@@ -33,7 +33,6 @@ from bench.servers import (
     RENDEZVOUS_IMPLS,
     Impl,
     ProcessSample,
-    RedisServer,
     cpu_seconds,
     make_server,
     peak_rss_bytes,
@@ -41,6 +40,7 @@ from bench.servers import (
     rss_bytes,
     system_busy_seconds,
 )
+from synapse_rendezvous.devredis import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -179,7 +179,7 @@ class Bench:
                     server.stop()
                 log(f"stopped {impl}")
             if self.redis is not None:
-                self.redis.stop()
+                self.redis.close()
                 log("stopped redis-server")
 
     def _start(self, impl: Impl) -> None:

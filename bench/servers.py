@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from synapse_rendezvous.devserver import DevServer, free_port
+from synapse_rendezvous.devserver import DevServer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,74 +68,6 @@ def make_server(impl: Impl, redis_url: str | None = None) -> DevServer:
         config.update({"store": "redis", "redis": {"url": redis_url}})
         return DevServer(mode="takeover", module_config=config)
     return TrivialServer(mode="idle")
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port, without persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = Path(tempfile.mkdtemp(prefix="synapse-rendezvous-bench-redis-"))
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    def start(self, timeout: float = 15.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        # ``--save ""`` must reach redis-server as an empty argument.
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._dir),
-            ],
-            cwd=self._dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while not self._pong():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not answer within {timeout:.0f} s")
-            time.sleep(0.05)
-
-    def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        proc = self._process
-        self._process = None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5.0)
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 # -- /proc --------------------------------------------------------------------------------

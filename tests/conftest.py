@@ -45,8 +45,8 @@ for _path in (_TESTS, _TESTS.parent):
         sys.path.append(str(_path))
 
 from deployment import Deployment  # noqa: E402
-from redis_server import RedisError, RedisServer  # noqa: E402
 
+from synapse_rendezvous.devredis import RedisError, RedisServer  # noqa: E402
 from synapse_rendezvous.devserver import (  # noqa: E402
     MODES,
     DevServer,

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from conftest import DeploymentFactory, RedisFactory
     from deployment import Deployment
-    from redis_server import RedisServer
 
+    from synapse_rendezvous.devredis import RedisServer
     from synapse_rendezvous.devserver import DevServer
 
 pytestmark = [

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     from conftest import RedisFactory, ServerVariant
-    from redis_server import RedisServer
 
+    from synapse_rendezvous.devredis import RedisServer
     from synapse_rendezvous.devserver import Mode
 
 #: Session lifetime by store: short, so that expiry is quick, but longer than the sequence

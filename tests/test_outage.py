@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from conftest import RedisFactory, ServerFactory
-    from redis_server import RedisServer
 
+    from synapse_rendezvous.devredis import RedisServer
     from synapse_rendezvous.devserver import DevServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("needs_module")]

@@ -1,4 +1,4 @@
-"""A throwaway ``redis-server`` on a loopback port, for the tests of the shared Redis store.
+"""A throwaway ``redis-server`` on a loopback port, for tests and benchmarks of the Redis store.
 
 `RedisServer` runs the real ``redis-server`` binary (Debian's ``/usr/bin/redis-server``, or
 whatever ``$REDIS_SERVER`` or ``PATH`` names) bound to 127.0.0.1 on a free port, without any
