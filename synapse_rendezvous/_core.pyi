@@ -1,19 +1,21 @@
 """The Rust extension: configuration validation and the request handler.
 
-Everything about sessions and HTTP semantics happens here; the Python package only glues
-Synapse and Twisted to it.
+Everything about sessions, stores and HTTP semantics happens here; the Python package only
+glues Synapse and Twisted to it: it hands requests over, opens the Redis connections and
+moves their bytes, and runs the timer and maintenance the handler asks for.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, final
 
+from twisted.internet.interfaces import ITransport
 from twisted.web.iweb import IRequest
 
 __all__ = [
     "Config",
     "ConfigError",
-    "PendingRequest",
-    "PendingResponse",
+    "Metrics",
+    "RedisAddress",
     "RendezvousHandler",
     "__version__",
     "parse_config",
@@ -27,31 +29,15 @@ class ConfigError(ValueError):
 
 @final
 class Config:
-    """Validated configuration, as returned by :func:`parse_config`."""
-
-    @property
-    def ttl_ms(self) -> int:
-        """Session lifetime, in milliseconds."""
-
-    @property
-    def max_payload_bytes(self) -> int:
-        """Largest accepted body, in bytes."""
-
-    @property
-    def capacity(self) -> int:
-        """Most live sessions at once."""
-
-    @property
-    def redis_pool_size(self) -> int | None:
-        """Connections each process keeps to Redis; None for the memory store."""
+    """Validated configuration, as returned by :func:`parse_config`; ``str()`` gives the
+    startup log line (never the Redis URL). Immutable: copies are the object itself."""
 
     @property
     def store_kind(self) -> Literal["memory", "redis"]:
         """Which store holds the sessions."""
 
-    @property
-    def store_description(self) -> str:
-        """The store and its settings, for the startup log (never the Redis URL)."""
+    def __copy__(self) -> Config: ...
+    def __deepcopy__(self, memo: Any, /) -> Config: ...
 
 def parse_config(config: Mapping[str, object] | None, /) -> Config:
     """Validates the module's ``config:`` block.
@@ -61,20 +47,72 @@ def parse_config(config: Mapping[str, object] | None, /) -> Config:
     """
 
 @final
-class PendingRequest:
-    """A request read off a Twisted request, ready for :meth:`RendezvousHandler.process`."""
-
-@final
-class PendingResponse:
-    """A computed response, ready for :meth:`RendezvousHandler.write_response`."""
+class Metrics:
+    """Every counter of a handler at one instant."""
 
     @property
-    def status(self) -> int:
-        """The HTTP status code."""
+    def sessions_created(self) -> int: ...
+    @property
+    def sessions_deleted(self) -> int: ...
+    @property
+    def sessions_expired(self) -> int:
+        """Ended sessions the store removed."""
+    @property
+    def conflicts(self) -> int:
+        """Writes refused with 412 because ``If-Match`` was stale."""
+    @property
+    def rate_limited(self) -> int:
+        """Requests refused with 429 by a rate limit or the per-client session cap."""
+    @property
+    def responses(self) -> list[tuple[str, int, int]]:
+        """``(method, status, count)``; status 0 for statuses not counted one by one."""
+    @property
+    def store_errors(self) -> list[tuple[str, int]]:
+        """``(kind, count)`` of failed store calls."""
+    @property
+    def store_latency_buckets(self) -> list[tuple[float, int]]:
+        """``(upper bound in seconds, cumulative count)`` of store call durations."""
+    @property
+    def store_latency_count(self) -> int: ...
+    @property
+    def store_latency_sum(self) -> float:
+        """Seconds."""
+    @property
+    def live_sessions(self) -> int | None:
+        """Counted at scrape time for the memory store, at the last maintenance run for
+        Redis; None before the first count."""
+
+@final
+class RedisAddress:
+    """Where the Redis store's server is, for the glue to connect to."""
+
+    @property
+    def kind(self) -> Literal["tcp", "unix"]: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def insecure(self) -> bool:
+        """Skip verifying the server's certificate (``#insecure`` in the URL)."""
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def connections(self) -> int:
+        """How many connections to keep open."""
+    @property
+    def timeout(self) -> float:
+        """Longest a request waits, in seconds; also bounds each connection attempt."""
 
 @final
 class RendezvousHandler:
-    """Serves the rendezvous API for one Synapse process."""
+    """Serves the rendezvous API for one Synapse process.
+
+    Methods that may leave requests waiting on Redis return the delay in seconds after which
+    :meth:`tick` must run, when the caller's timer is to be started, else None.
+    """
 
     def __new__(
         cls,
@@ -83,6 +121,7 @@ class RendezvousHandler:
         /,
         *,
         mode: Literal["takeover", "delegation"],
+        clock: Callable[[], float],
         default_redis_url: str | None = None,
     ) -> RendezvousHandler:
         """Opens the configured store (restoring a memory snapshot if one is configured).
@@ -92,6 +131,8 @@ class RendezvousHandler:
             public_baseurl: the homeserver's ``public_baseurl``; session URLs start with it.
             mode: ``"takeover"`` serves creates on the standard path only;
                 ``"delegation"`` also serves them on ``/_synapse/client/rendezvous``.
+            clock: the homeserver's time in seconds since the epoch (``Clock.time``); the
+                memory store's sessions live by it.
             default_redis_url: the homeserver's own Redis, used by ``store: redis`` when
                 ``redis.url`` is not set.
 
@@ -99,43 +140,34 @@ class RendezvousHandler:
             ConfigError: when the Redis store has no usable URL.
         """
 
+    def handle(self, request: IRequest, /) -> float | None:
+        """Answers a Twisted request, now (memory) or once Redis has answered."""
+
+    def maintain(self) -> float | None:
+        """Frees ended sessions and counts the live ones; run periodically."""
+
     @property
-    def blocking(self) -> bool:
-        """Whether the store can block on the network, so :meth:`process` must run in a
-        thread."""
+    def redis_address(self) -> RedisAddress | None:
+        """Where to connect for the Redis store; None for the memory store."""
 
-    def handle(self, request: IRequest, /) -> None:
-        """Answers a Twisted request completely: reads it, writes the response, finishes it."""
+    def redis_connected(self, index: int, transport: ITransport, /) -> float | None:
+        """Connection ``index`` to Redis is open; the handler writes to ``transport``."""
 
-    def read_request(self, request: IRequest, /) -> PendingRequest:
-        """Reads a Twisted request (on the reactor thread)."""
+    def redis_received(self, index: int, data: bytes, /) -> float | None:
+        """Bytes arrived on connection ``index``."""
 
-    def process(self, pending: PendingRequest, /) -> PendingResponse:
-        """Computes the response without the GIL; safe to call from any thread."""
+    def redis_lost(self, index: int, /) -> float | None:
+        """Connection ``index`` is gone."""
 
-    def write_response(self, request: IRequest, response: PendingResponse, /) -> None:
-        """Writes a computed response to the request and finishes it (reactor thread)."""
+    def tick(self) -> float | None:
+        """Answers the requests whose time is up; when to run again, if anything waits."""
 
-    def reclaim_expired(self) -> int:
-        """Frees the memory of expired sessions and returns how many were freed.
+    def close(self) -> None:
+        """At shutdown: answers every waiting request 503, closes the Redis connections and
+        refuses later requests."""
 
-        Raises:
-            OSError: when the store cannot be reached.
-        """
-
-    def live_sessions(self) -> int:
-        """The number of live sessions.
-
-        Raises:
-            OSError: when the store cannot be reached.
-        """
-
-    def metrics(self) -> dict[str, Any]:
-        """Every counter, for the Prometheus collector: ints ``sessions_created``,
-        ``sessions_deleted``, ``sessions_expired``, ``conflicts``, ``rate_limited``,
-        ``store_latency_count``; ``responses``, a list of ``(method, status, count)``;
-        ``store_errors``, kind to count; ``store_latency_buckets``, a list of
-        ``(upper bound in seconds, cumulative count)``; ``store_latency_sum`` in seconds."""
+    def metrics(self) -> Metrics:
+        """Every counter, for the Prometheus collector."""
 
     def save_snapshot(self) -> int | None:
         """Saves live sessions to the configured snapshot; how many, or None without one.

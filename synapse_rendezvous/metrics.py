@@ -1,11 +1,14 @@
 """Prometheus metrics, read from the core's counters when Synapse's metrics listener is scraped.
 
-The core counts in atomics, so the request path pays nothing here; this collector only
-turns a snapshot into metric families, in the default registry that Synapse exposes.
+The core counts in atomics, so the request path pays nothing here. One collector serves every
+homeserver of the process (Synapse can run several in one process; its test harness builds one
+per test): each registers its handler under its ``server_name``, which labels every sample,
+and unregisters it when it stops.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
@@ -18,81 +21,109 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
-    from synapse_rendezvous._core import RendezvousHandler
+    from synapse_rendezvous._core import Metrics, RendezvousHandler
 
 PREFIX = "synapse_rendezvous"
 
+_COUNTERS = (
+    ("sessions_created", "Rendezvous sessions created"),
+    ("sessions_deleted", "Rendezvous sessions completed by DELETE"),
+    ("sessions_expired", "Rendezvous sessions removed after they expired"),
+    ("conflicts", "Writes refused with 412 because If-Match was stale"),
+    ("rate_limited", "Requests refused with 429 by a per-client limit"),
+)
+
 
 class RendezvousCollector(Collector):
-    """Exposes one handler's counters as Prometheus metrics."""
+    """The counters of every registered handler, labelled by homeserver and store."""
 
-    def __init__(
-        self,
-        handler: RendezvousHandler,
-        store: str,
-        live_sessions: Callable[[], int | None],
-    ) -> None:
-        self._handler = handler
-        self._store = store
-        self._live_sessions = live_sessions
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: dict[str, tuple[RendezvousHandler, str]] = {}
+
+    def add(self, server_name: str, handler: RendezvousHandler, store: str) -> None:
+        with self._lock:
+            self._handlers[server_name] = (handler, store)
+
+    def remove(self, server_name: str) -> bool:
+        """Forgets a homeserver's handler; whether any is left."""
+        with self._lock:
+            self._handlers.pop(server_name, None)
+            return bool(self._handlers)
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._handler.metrics()
-        store = [self._store]
-
-        live = GaugeMetricFamily(
-            f"{PREFIX}_live_sessions", "Rendezvous sessions alive now", labels=["store"]
-        )
-        count = self._live_sessions()
-        if count is not None:
-            live.add_metric(store, count)
-        yield live
-
-        for name, key, text in (
-            ("sessions_created", "sessions_created", "Rendezvous sessions created"),
-            ("sessions_deleted", "sessions_deleted", "Rendezvous sessions completed by DELETE"),
-            ("sessions_expired", "sessions_expired", "Rendezvous sessions reclaimed on expiry"),
-            ("conflicts", "conflicts", "Writes refused with 412 because If-Match was stale"),
-            ("rate_limited", "rate_limited", "Requests refused with 429 by a per-client limit"),
-        ):
-            counter = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=["store"])
-            counter.add_metric(store, snapshot[key])
-            yield counter
-
-        responses = CounterMetricFamily(
-            f"{PREFIX}_responses",
-            "Rendezvous responses by request method and status code",
-            labels=["method", "status"],
-        )
-        for method, status, count in snapshot["responses"]:
-            responses.add_metric([method, str(status) if status else "other"], count)
-        yield responses
-
-        errors = CounterMetricFamily(
-            f"{PREFIX}_store_errors", "Failed store calls by kind", labels=["store", "kind"]
-        )
-        for kind, count in snapshot["store_errors"].items():
-            errors.add_metric([self._store, kind], count)
-        yield errors
-
-        latency = HistogramMetricFamily(
-            f"{PREFIX}_store_latency_seconds", "Duration of store calls", labels=["store"]
-        )
-        buckets = [(str(upper), count) for upper, count in snapshot["store_latency_buckets"]]
-        buckets.append(("+Inf", snapshot["store_latency_count"]))
-        latency.add_metric(store, buckets, snapshot["store_latency_sum"])
-        yield latency
+        with self._lock:
+            readings = [
+                (server_name, store, handler.metrics())
+                for server_name, (handler, store) in self._handlers.items()
+            ]
+        yield from _families(readings)
 
 
-def register(
-    handler: RendezvousHandler,
-    store: str,
-    live_sessions: Callable[[], int | None],
-) -> RendezvousCollector:
-    """Adds the handler's metrics to the default registry that Synapse exposes;
-    ``live_sessions`` gives the gauge's value (None when unknown)."""
-    collector = RendezvousCollector(handler, store, live_sessions)
-    REGISTRY.register(collector)
-    return collector
+def _families(readings: list[tuple[str, str, Metrics]]) -> Iterator[Metric]:
+    labels = ["server_name", "store"]
+    live = GaugeMetricFamily(
+        f"{PREFIX}_live_sessions", "Rendezvous sessions alive now", labels=labels
+    )
+    for server_name, store, reading in readings:
+        if reading.live_sessions is not None:
+            live.add_metric([server_name, store], reading.live_sessions)
+    yield live
+
+    for name, text in _COUNTERS:
+        counter = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
+        for server_name, store, reading in readings:
+            counter.add_metric([server_name, store], getattr(reading, name))
+        yield counter
+
+    responses = CounterMetricFamily(
+        f"{PREFIX}_responses",
+        "Rendezvous responses by request method and status code",
+        labels=["server_name", "method", "status"],
+    )
+    for server_name, _, reading in readings:
+        for method, status, count in reading.responses:
+            responses.add_metric([server_name, method, str(status) if status else "other"], count)
+    yield responses
+
+    errors = CounterMetricFamily(
+        f"{PREFIX}_store_errors", "Failed store calls by kind", labels=[*labels, "kind"]
+    )
+    for server_name, store, reading in readings:
+        for kind, count in reading.store_errors:
+            errors.add_metric([server_name, store, kind], count)
+    yield errors
+
+    latency = HistogramMetricFamily(
+        f"{PREFIX}_store_latency_seconds", "Duration of store calls", labels=labels
+    )
+    for server_name, store, reading in readings:
+        buckets = [(str(upper), count) for upper, count in reading.store_latency_buckets]
+        buckets.append(("+Inf", reading.store_latency_count))
+        latency.add_metric([server_name, store], buckets, reading.store_latency_sum)
+    yield latency
+
+
+_collector: RendezvousCollector | None = None
+_registration = threading.Lock()
+
+
+def register(server_name: str, handler: RendezvousHandler, store: str) -> None:
+    """Exposes ``handler``'s counters in the default registry that Synapse serves."""
+    global _collector
+    with _registration:
+        if _collector is None:
+            _collector = RendezvousCollector()
+            REGISTRY.register(_collector)
+        _collector.add(server_name, handler, store)
+
+
+def unregister(server_name: str) -> None:
+    """Stops exposing the handler of ``server_name``; the collector goes with the last one."""
+    global _collector
+    with _registration:
+        if _collector is not None and not _collector.remove(server_name):
+            REGISTRY.unregister(_collector)
+            _collector = None

@@ -9,14 +9,16 @@ from urllib.parse import quote
 from synapse.config._base import ConfigError
 
 from synapse_rendezvous import _core, metrics
-from synapse_rendezvous.dispatch import Dispatcher, StoreThreads
+from synapse_rendezvous.dispatch import Dispatcher, Timer
+from synapse_rendezvous.redis_connection import RedisConnections
 from synapse_rendezvous.resource import RendezvousResource
 from synapse_rendezvous.takeover import install_handler
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from synapse.module_api import ModuleApi
+    from synapse.server import HomeServer
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,6 @@ SESSION_PREFIX = "/_synapse/client/rendezvous"
 # How often expired sessions are freed on each process: memory comes back within this time
 # even when nobody touches the sessions again.
 RECLAIM_INTERVAL_MS = 5_000
-# Threads for a network store when its pool size is unknown: one per pooled connection.
-DEFAULT_THREADS = 16
 
 Mode = Literal["takeover", "delegation"]
 
@@ -41,22 +41,26 @@ class RendezvousModule:
             logger.warning("synapse_rendezvous is idle and serves nothing: %s", reason)
             return
 
+        hs = api._hs
         try:
             handler = _core.RendezvousHandler(
                 config,
                 api.public_baseurl,
                 mode=mode,
-                default_redis_url=homeserver_redis_url(api._hs.config.redis),
+                clock=hs.get_clock().time,
+                default_redis_url=homeserver_redis_url(hs.config.redis),
             )
         except _core.ConfigError as error:
             raise _synapse_config_error(error) from None
-        reactor = api._hs.get_reactor()
-        threads = None
-        if handler.blocking:
-            threads = StoreThreads(reactor, config.redis_pool_size or DEFAULT_THREADS)
-        dispatcher = Dispatcher(handler, threads)
+        reactor = hs.get_reactor()
+        self._timer = Timer(reactor, handler)
+        self._connections: RedisConnections | None = None
+        if handler.redis_address is not None:
+            self._connections = RedisConnections(reactor, handler, self._timer)
+            reactor.callWhenRunning(self._connections.start)
+        dispatcher = Dispatcher(handler, self._timer)
         if mode == "takeover":
-            install_handler(api._hs, dispatcher, endpoint)
+            install_handler(hs, dispatcher, endpoint)
         # Also in takeover mode: replaces Synapse's session resource, which answers 500 to
         # percent-encoded non-ASCII ids instead of 404.
         api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher))
@@ -66,23 +70,11 @@ class RendezvousModule:
             desc="synapse_rendezvous_reclaim",
             run_on_all_instances=True,
         )
-        reactor.addSystemEventTrigger("before", "shutdown", self._save_snapshot)
-        self._threads = threads
         self._handler = handler
-        # With a network store the gauge reads the count of the last maintenance run, so
-        # that a scrape never waits on Redis on the reactor thread.
-        self._live_sessions: int | None = None
-        live = self._cached_live_sessions if handler.blocking else self._count_live_sessions
-        metrics.register(handler, config.store_kind, live)
-        logger.info(
-            "synapse_rendezvous serving MSC4108 rendezvous in %s mode: %s, ttl=%gs, "
-            "max_payload_bytes=%d, capacity=%d",
-            mode,
-            config.store_description,
-            config.ttl_ms / 1000,
-            config.max_payload_bytes,
-            config.capacity,
-        )
+        self._server_name = api.server_name
+        metrics.register(self._server_name, handler, config.store_kind)
+        _on_shutdown(hs, self._shutdown)
+        logger.info("synapse_rendezvous serving MSC4108 rendezvous in %s mode: %s", mode, config)
 
     @staticmethod
     def parse_config(config: Mapping[str, object] | None) -> _core.Config:
@@ -93,40 +85,38 @@ class RendezvousModule:
             raise _synapse_config_error(error) from None
 
     async def _maintain(self) -> None:
-        """Frees expired sessions and counts the live ones, off the reactor for Redis."""
+        """Frees expired sessions and counts the live ones (one Redis call, not awaited)."""
+        if self._handler is not None:
+            self._timer.after(self._handler.maintain())
+
+    def _shutdown(self) -> None:
+        """Answers what still waits on Redis, stops the connections and saves the snapshot,
+        so that Synapse stops at once whatever Redis does."""
         if self._handler is None:
             return
-        if self._threads is not None:
-            self._live_sessions = await self._threads.run(self._reclaim_and_count)
-        else:
-            self._live_sessions = self._reclaim_and_count()
-
-    def _reclaim_and_count(self) -> int | None:
-        if self._handler is None:
-            return None
+        handler, self._handler = self._handler, None
+        handler.close()
+        if self._connections is not None:
+            self._connections.stop()
+        self._timer.stop()
+        metrics.unregister(self._server_name)
         try:
-            self._handler.reclaim_expired()
-            return self._handler.live_sessions()
-        except OSError as error:
-            logger.warning("synapse_rendezvous could not reclaim expired sessions: %s", error)
-            return None
-
-    def _cached_live_sessions(self) -> int | None:
-        return self._live_sessions
-
-    def _count_live_sessions(self) -> int | None:
-        return self._handler.live_sessions() if self._handler is not None else None
-
-    def _save_snapshot(self) -> None:
-        if self._handler is None:
-            return
-        try:
-            saved = self._handler.save_snapshot()
+            saved = handler.save_snapshot()
         except OSError as error:
             logger.error("synapse_rendezvous could not save its session snapshot: %s", error)
             return
         if saved is not None:
             logger.info("synapse_rendezvous saved %d live sessions to its snapshot", saved)
+
+
+def _on_shutdown(hs: HomeServer, stop: Callable[[], None]) -> None:
+    """Runs ``stop`` before the reactor stops, and also when the homeserver alone is shut down
+    where Synapse has a hook for that (``register_sync_shutdown_handler``)."""
+    register = getattr(hs, "register_sync_shutdown_handler", None)
+    if register is not None:
+        register(phase="before", eventType="shutdown", shutdown_func=stop)
+    else:
+        hs.get_reactor().addSystemEventTrigger("before", "shutdown", stop)
 
 
 def homeserver_redis_url(redis: Any) -> str | None:

@@ -44,6 +44,8 @@ RATE_LIMIT: dict[str, object] = {"create": {"per_second": 0.001, "burst": CREATE
 PREFIX = "synapse_rendezvous_"
 TEXT = ("Content-Type", "text/plain")
 UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
+#: The ``server_name`` of every `DevServer`, which labels every sample.
+SERVER_NAME = "localhost"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -122,8 +124,9 @@ def setup(variant: ServerVariant, redis_factory: RedisFactory) -> Iterator[Setup
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
-    """The value of the sample ``synapse_rendezvous_<name>`` with exactly these labels."""
-    return samples.get((PREFIX + name, frozenset(labels.items())))
+    """The value of the sample ``synapse_rendezvous_<name>`` with exactly these labels and
+    the homeserver's ``server_name``."""
+    return samples.get((PREFIX + name, frozenset({**labels, "server_name": SERVER_NAME}.items())))
 
 
 def responses(samples: Samples) -> dict[tuple[str, str], float]:
@@ -132,6 +135,7 @@ def responses(samples: Samples) -> dict[tuple[str, str], float]:
     for (name, labels), count in samples.items():
         if name == PREFIX + "responses_total":
             label = dict(labels)
+            assert label["server_name"] == SERVER_NAME, label
             found[(label["method"], label["status"])] = count
     return found
 
@@ -199,7 +203,7 @@ def test_a_known_sequence_is_counted_exactly(setup: Setup) -> None:
         ("DELETE", "204"): 1,
     }
     assert responses(samples) == expected_responses
-    for kind in ("unavailable", "timeout", "corrupt"):
+    for kind in ("unavailable", "timeout", "overloaded", "corrupt"):
         assert value(samples, "store_errors_total", store=store, kind=kind) == 0
     calls = value(samples, "store_latency_seconds_count", store=store)
     assert calls is not None
@@ -255,7 +259,7 @@ def test_store_errors_are_counted_when_redis_is_down(setup: Setup) -> None:
     before = srv.scrape()
     errors_before = sum(
         value(before, "store_errors_total", store="redis", kind=kind) or 0
-        for kind in ("unavailable", "timeout", "corrupt")
+        for kind in ("unavailable", "timeout", "overloaded", "corrupt")
     )
     setup.redis.stop()
     assert create(srv, source="127.0.0.3").status == 503
@@ -264,7 +268,7 @@ def test_store_errors_are_counted_when_redis_is_down(setup: Setup) -> None:
     after = srv.scrape()
     errors_after = sum(
         value(after, "store_errors_total", store="redis", kind=kind) or 0
-        for kind in ("unavailable", "timeout", "corrupt")
+        for kind in ("unavailable", "timeout", "overloaded", "corrupt")
     )
     assert errors_after >= errors_before + 2
     counts = responses(after)

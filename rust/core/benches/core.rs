@@ -1,4 +1,4 @@
-//! Criterion benchmark of the core alone: one request through [`Rendezvous::handle`] on a
+//! Criterion benchmark of the core alone: one request through [`Service::handle`] on a
 //! [`MemoryStore`], with no Python, Twisted or network around it.
 //!
 //! `scripts/bench` runs it as
@@ -8,7 +8,8 @@
 //! The requests are built once and answered again and again; ids and ETags come from the
 //! system's randomness, as in production. The clock is a [`ManualClock`] standing still, so
 //! that a session never expires in the middle of a measurement; the create benchmark moves it
-//! past the TTL (outside the timed calls) to reclaim its sessions before the store is full.
+//! past the TTL and runs maintenance (outside the timed calls) to reclaim its sessions before
+//! the store is full.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use criterion::{criterion_main, Criterion};
 use http::{Method, Request, StatusCode};
 use synapse_rendezvous_core::{
-    Config, ManualClock, MemoryStore, Rendezvous, Routes, SystemEntropy, CREATE_PATH,
+    Config, ManualClock, MemoryStore, Rendezvous, Routes, Service, SystemEntropy, CREATE_PATH,
 };
 
 /// The largest payload MSC4108 allows, as every upload here carries.
@@ -27,7 +28,7 @@ const PAYLOAD_BYTES: usize = 4096;
 const CAPACITY: usize = 10_000;
 
 /// A core on a memory store of the default capacity, and the clock it reads.
-fn rendezvous() -> (Rendezvous, Arc<ManualClock>) {
+fn service() -> (Service, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     ));
@@ -38,13 +39,11 @@ fn rendezvous() -> (Rendezvous, Arc<ManualClock>) {
     let store = Arc::new(MemoryStore::new(config.capacity));
     let rendezvous = Rendezvous::new(
         config,
-        store,
-        clock.clone(),
         Arc::new(SystemEntropy),
         Routes::takeover(),
         "https://matrix.example.org/",
     );
-    (rendezvous, clock)
+    (Service::new(rendezvous, store, clock.clone()), clock)
 }
 
 fn payload() -> Bytes {
@@ -79,15 +78,15 @@ fn get(uri: &str, if_none_match: Option<&str>) -> Request<Bytes> {
 }
 
 /// Answers `request`, checking the status so that no error path is measured by mistake.
-fn answer(rendezvous: &Rendezvous, request: &Request<Bytes>, expected: StatusCode) {
-    let response = rendezvous.handle(black_box(request));
+fn answer(service: &Service, request: &Request<Bytes>, expected: StatusCode) {
+    let response = service.handle(black_box(request));
     assert_eq!(response.status(), expected, "{request:?}");
     black_box(response);
 }
 
 /// A live session: its path and its `ETag`.
-fn session(rendezvous: &Rendezvous) -> (String, String) {
-    let response = rendezvous.handle(&upload(Method::POST, CREATE_PATH, None));
+fn session(service: &Service) -> (String, String) {
+    let response = service.handle(&upload(Method::POST, CREATE_PATH, None));
     assert_eq!(response.status(), StatusCode::CREATED);
     let body: serde_json::Value = match serde_json::from_slice(response.body()) {
         Ok(body) => body,
@@ -107,9 +106,9 @@ fn session(rendezvous: &Rendezvous) -> (String, String) {
 }
 
 fn create(c: &mut Criterion) {
-    let (rendezvous, clock) = rendezvous();
+    let (service, clock) = service();
     let request = upload(Method::POST, CREATE_PATH, None);
-    let ttl = rendezvous.config().ttl;
+    let ttl = service.rendezvous().config().ttl;
     c.bench_function("create", |b| {
         b.iter_custom(|iters| {
             let mut elapsed = Duration::ZERO;
@@ -117,13 +116,13 @@ fn create(c: &mut Criterion) {
             while done < iters {
                 // Free the store (untimed) before it is full: every session made so far expires.
                 clock.advance(ttl + Duration::from_secs(1));
-                if let Err(error) = rendezvous.reclaim_expired() {
+                if let Err(error) = service.maintain() {
                     panic!("the memory store cannot fail: {error}");
                 }
                 let batch = (iters - done).min(CAPACITY as u64);
                 let started = Instant::now();
                 for _ in 0..batch {
-                    answer(&rendezvous, &request, StatusCode::CREATED);
+                    answer(&service, &request, StatusCode::CREATED);
                 }
                 elapsed += started.elapsed();
                 done += batch;
@@ -134,24 +133,24 @@ fn create(c: &mut Criterion) {
 }
 
 fn read(c: &mut Criterion) {
-    let (rendezvous, _clock) = rendezvous();
-    let (path, etag) = session(&rendezvous);
+    let (service, _clock) = service();
+    let (path, etag) = session(&service);
     let not_modified = get(&path, Some(&etag));
     c.bench_function("get_304", |b| {
-        b.iter(|| answer(&rendezvous, &not_modified, StatusCode::NOT_MODIFIED));
+        b.iter(|| answer(&service, &not_modified, StatusCode::NOT_MODIFIED));
     });
     let full = get(&path, None);
     c.bench_function("get_200", |b| {
-        b.iter(|| answer(&rendezvous, &full, StatusCode::OK));
+        b.iter(|| answer(&service, &full, StatusCode::OK));
     });
 }
 
 fn write(c: &mut Criterion) {
-    let (rendezvous, _clock) = rendezvous();
-    let (path, _etag) = session(&rendezvous);
+    let (service, _clock) = service();
+    let (path, _etag) = session(&service);
     let put = upload(Method::PUT, &path, Some("*"));
     c.bench_function("put_4k", |b| {
-        b.iter(|| answer(&rendezvous, &put, StatusCode::ACCEPTED));
+        b.iter(|| answer(&service, &put, StatusCode::ACCEPTED));
     });
 }
 

@@ -2,7 +2,7 @@
 //! manual one so that expiry is checked without sleeping.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current wall-clock time.
 pub trait Clock: Send + Sync {
@@ -52,6 +52,25 @@ impl Clock for ManualClock {
     }
 }
 
+/// Milliseconds since the Unix epoch, the resolution every store keeps times in (HTTP
+/// dates have whole seconds). Times before the epoch count as the epoch.
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// The time `millis` milliseconds after the Unix epoch; `None` past what the platform's
+/// clock can represent.
+pub fn from_unix_millis(millis: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
+}
+
+/// `time` without its part below the millisecond.
+pub fn floor_to_millis(time: SystemTime) -> SystemTime {
+    from_unix_millis(unix_millis(time)).unwrap_or(time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +84,16 @@ mod tests {
         assert_eq!(clock.now(), start + Duration::from_secs(5));
         clock.set(start);
         assert_eq!(clock.now(), start);
+    }
+
+    #[test]
+    fn times_floor_to_the_millisecond() {
+        let time = UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+        assert_eq!(unix_millis(time), 1_800_000_000_123);
+        assert_eq!(
+            floor_to_millis(time),
+            UNIX_EPOCH + Duration::from_millis(1_800_000_000_123)
+        );
+        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
     }
 }

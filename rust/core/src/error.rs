@@ -35,6 +35,8 @@ pub enum ErrorKind {
     },
     /// The store could not be reached or answered in time.
     StoreUnavailable,
+    /// Too many requests already wait for the store.
+    StoreOverloaded,
     /// A bug or a failed system call; the details go to the log, not the client.
     Internal,
 }
@@ -88,6 +90,11 @@ impl ErrorKind {
                 "M_UNKNOWN",
                 "Rendezvous session store is unavailable; try again shortly".to_owned(),
             ),
+            Self::StoreOverloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "M_UNKNOWN",
+                "Rendezvous session store is busy; try again shortly".to_owned(),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "M_UNKNOWN",
@@ -102,6 +109,8 @@ impl ErrorKind {
             Self::CapacityExceeded { retry_after } | Self::RateLimited { retry_after } => {
                 Some(*retry_after)
             }
+            // A second is enough for a Redis restart or a burst to pass.
+            Self::StoreUnavailable | Self::StoreOverloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use http::header::{GetAll, HeaderValue};
 use sha2::{Digest, Sha256};
 
+use crate::entropy::{Entropy, EntropyError};
 use crate::id::SessionId;
 
 /// A strong entity tag this server issued, without its quotes.
@@ -30,6 +31,20 @@ impl EntityTag {
             hex.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
         Self(hex)
+    }
+
+    /// The tag of a new version holding `payload`, with a fresh random nonce.
+    ///
+    /// # Errors
+    /// [`EntropyError`] when no randomness is available.
+    pub fn generate(
+        id: SessionId,
+        payload: &[u8],
+        entropy: &dyn Entropy,
+    ) -> Result<Self, EntropyError> {
+        let mut nonce = [0u8; 16];
+        entropy.fill(&mut nonce)?;
+        Ok(Self::for_version(id, &nonce, payload))
     }
 
     /// Rebuilds a tag read back from a store.

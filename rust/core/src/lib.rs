@@ -3,12 +3,15 @@
 //! Two devices signing in with a QR code exchange small opaque text blobs through a
 //! store-and-forward mailbox on the homeserver. This crate holds the whole behaviour of that
 //! mailbox: the session model, the stores, and the HTTP semantics as a function from an
-//! [`http::Request`] to an [`http::Response`]. Time and randomness are injected
+//! [`http::Request`] to an [`http::Response`]. It does no I/O of its own: a request becomes
+//! at most one store [`Operation`](store::Operation), which a memory store answers in place
+//! and the caller sends to Redis as one script call. Time and randomness are injected
 //! ([`Clock`], [`Entropy`]) so that expiry and id generation are testable without sleeping.
 //!
-//! The protocol as served here is described in `shared/spec/msc4108-rendezvous.md` of the
-//! project; `docs/differences.md` lists where it deliberately differs from Synapse's built-in.
+//! `docs/differences.md` lists where the protocol as served here deliberately differs from
+//! Synapse's built-in.
 
+mod backend;
 mod clock;
 mod config;
 mod duration;
@@ -25,15 +28,16 @@ mod route;
 mod session;
 pub mod store;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use backend::{Backend, Notice};
+pub use clock::{floor_to_millis, from_unix_millis, unix_millis, Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, RedisConfig, StoreConfig};
 pub use duration::parse_duration;
 pub use entropy::{Entropy, EntropyError, SystemEntropy};
 pub use error::ErrorKind;
 pub use etag::{EntityTag, EntityTagList, MalformedEntityTagList};
-pub use handler::Rendezvous;
+pub use handler::{Query, Rendezvous, Service, Step};
 pub use id::SessionId;
 pub use response::Problem;
 pub use route::{Route, Routes, CREATE_PATH, SESSION_PREFIX};
-pub use session::{Session, Version};
-pub use store::{CreateOutcome, MemoryStore, RedisStore, ReplaceOutcome, Store, StoreError};
+pub use session::Session;
+pub use store::{MemoryStore, RedisStore, Store, StoreError};

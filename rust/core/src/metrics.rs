@@ -22,13 +22,14 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     1.0,
 ];
 /// Kinds of store error, in the order of [`MetricsSnapshot::store_errors`].
-pub const STORE_ERROR_KINDS: [&str; 3] = ["unavailable", "timeout", "corrupt"];
+pub const STORE_ERROR_KINDS: [&str; 4] = ["unavailable", "timeout", "overloaded", "corrupt"];
 
 /// The live counters of one API instance.
 #[derive(Debug)]
 pub struct Metrics {
     sessions_created: AtomicU64,
     sessions_deleted: AtomicU64,
+    sessions_expired: AtomicU64,
     conflicts: AtomicU64,
     rate_limited: AtomicU64,
     responses: [[AtomicU64; STATUS_SLOTS]; METHODS.len()],
@@ -45,7 +46,7 @@ pub struct MetricsSnapshot {
     pub sessions_created: u64,
     /// Sessions ended by DELETE.
     pub sessions_deleted: u64,
-    /// Sessions removed after they expired (filled in from the store).
+    /// Ended sessions the store removed, by any call.
     pub sessions_expired: u64,
     /// Writes refused because their `If-Match` was stale (412).
     pub conflicts: u64,
@@ -68,6 +69,7 @@ impl Default for Metrics {
         Self {
             sessions_created: AtomicU64::new(0),
             sessions_deleted: AtomicU64::new(0),
+            sessions_expired: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
@@ -86,6 +88,13 @@ impl Metrics {
 
     pub(crate) fn session_deleted(&self) {
         self.sessions_deleted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expired(&self, count: usize) {
+        if count > 0 {
+            self.sessions_expired
+                .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn conflict(&self) {
@@ -125,7 +134,8 @@ impl Metrics {
             let kind = match error {
                 StoreError::Unavailable(_) => 0,
                 StoreError::Timeout => 1,
-                StoreError::Corrupt(_) => 2,
+                StoreError::Overloaded => 2,
+                StoreError::Corrupt(_) => 3,
             };
             self.store_errors[kind].fetch_add(1, Ordering::Relaxed);
         }
@@ -149,7 +159,7 @@ impl Metrics {
         MetricsSnapshot {
             sessions_created: load(&self.sessions_created),
             sessions_deleted: load(&self.sessions_deleted),
-            sessions_expired: 0,
+            sessions_expired: load(&self.sessions_expired),
             conflicts: load(&self.conflicts),
             rate_limited: load(&self.rate_limited),
             responses,
@@ -185,6 +195,6 @@ mod tests {
         assert_eq!(snapshot.latency_buckets[3], 1);
         assert_eq!(snapshot.latency_buckets[13], 1);
         assert_eq!(snapshot.latency_count, 2);
-        assert_eq!(snapshot.store_errors, [0, 1, 0]);
+        assert_eq!(snapshot.store_errors, [0, 1, 0, 0]);
     }
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::error::{ErrorKind, CONCURRENT_WRITE, MSC4108_ERRCODE_KEY};
 use crate::session::Session;
+use crate::store::Meta;
 
 /// A problem worth an operator's attention, attached to a response's extensions for the
 /// binding to log; the client only sees a generic error.
@@ -31,45 +32,42 @@ impl Responder {
     }
 
     /// 201 with the session URL, after a create.
-    pub(crate) fn created(&self, session: &Session, url: &str) -> Response<Bytes> {
+    pub(crate) fn created(&self, meta: &Meta, url: &str) -> Response<Bytes> {
         let body = json!({ "url": url }).to_string();
         let mut response = self.base(StatusCode::CREATED, Bytes::from(body), ContentType::json());
-        with_validators(&mut response, session);
+        with_validators(&mut response, meta);
         response
     }
 
-    /// 200 with the payload; the headers alone for HEAD.
-    pub(crate) fn payload(&self, session: &Session, head: bool) -> Response<Bytes> {
+    /// 200 with the payload (the caller drops the body of a HEAD).
+    pub(crate) fn payload(&self, session: &Session) -> Response<Bytes> {
         // Both SDKs compare the type exactly, so never echo a charset back.
         let mut response = self.base(StatusCode::OK, session.payload.clone(), ContentType::text());
-        with_validators(&mut response, session);
-        if head {
-            *response.body_mut() = Bytes::new();
-        }
+        with_validators(&mut response, &Meta::from(session));
         response
     }
 
     /// 304 for a GET whose `If-None-Match` names the current version.
-    pub(crate) fn not_modified(&self, session: &Session) -> Response<Bytes> {
+    pub(crate) fn not_modified(&self, meta: &Meta, length: usize) -> Response<Bytes> {
         let mut response = self.base(StatusCode::NOT_MODIFIED, Bytes::new(), ContentType::text());
         // RFC 9110 (8.6) allows a Content-Length on a 304 only if it is the 200's length.
         response
             .headers_mut()
-            .typed_insert(ContentLength(session.payload.len() as u64));
-        with_validators(&mut response, session);
+            .typed_insert(ContentLength(length as u64));
+        with_validators(&mut response, meta);
         response
     }
 
     /// 202 after a write: empty, but typed and with a length, because some CDNs strip the
     /// `ETag` of untyped responses and nginx chunks (and weakens the `ETag` of) length-less ones.
-    pub(crate) fn accepted(&self, session: &Session) -> Response<Bytes> {
+    pub(crate) fn accepted(&self, meta: &Meta) -> Response<Bytes> {
         let mut response = self.base(StatusCode::ACCEPTED, Bytes::new(), ContentType::text());
-        with_validators(&mut response, session);
+        with_validators(&mut response, meta);
         response
     }
 
     /// 412 for a write whose `If-Match` is stale, with the current validators.
-    pub(crate) fn precondition_failed(&self, session: &Session) -> Response<Bytes> {
+    pub(crate) fn precondition_failed(&self, meta: &Meta) -> Response<Bytes> {
         let body = json!({
             "errcode": "M_UNKNOWN",
             "error": "The session has changed since the given ETag",
@@ -80,7 +78,7 @@ impl Responder {
             Bytes::from(body.to_string()),
             ContentType::json(),
         );
-        with_validators(&mut response, session);
+        with_validators(&mut response, meta);
         response
     }
 
@@ -113,7 +111,8 @@ impl Responder {
         let (status, errcode, message) = kind.describe();
         let mut body = json!({ "errcode": errcode, "error": message });
         let retry_after = kind.retry_after();
-        if let Some(wait) = retry_after {
+        if let Some(wait) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+            // The Matrix spec's field, beside the standard header.
             body["retry_after_ms"] = json!(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         }
         let mut response = self.base(status, Bytes::from(body.to_string()), ContentType::json());
@@ -149,11 +148,11 @@ impl Responder {
     }
 }
 
-fn with_validators(response: &mut Response<Bytes>, session: &Session) {
+fn with_validators(response: &mut Response<Bytes>, meta: &Meta) {
     let headers = response.headers_mut();
-    headers.insert(ETAG, session.etag.header_value());
-    headers.typed_insert(Expires::from(session.expires));
-    headers.typed_insert(LastModified::from(session.last_modified));
+    headers.insert(ETAG, meta.etag.header_value());
+    headers.typed_insert(Expires::from(meta.expires));
+    headers.typed_insert(LastModified::from(meta.last_modified));
 }
 
 /// Whole seconds, rounded up so that a client retrying on time finds room.

@@ -36,7 +36,7 @@ impl Session {
         entropy: &dyn Entropy,
     ) -> Result<Self, EntropyError> {
         let id = SessionId::generate(now, entropy)?;
-        let etag = new_etag(id, &payload, entropy)?;
+        let etag = EntityTag::generate(id, &payload, entropy)?;
         Ok(Self {
             id,
             payload,
@@ -46,48 +46,8 @@ impl Session {
         })
     }
 
-    /// The version a write of `payload` at `now` would make; the caller stores it only if
-    /// the precondition holds.
-    ///
-    /// # Errors
-    /// [`EntropyError`] when no randomness is available for the tag.
-    pub fn next_version(
-        id: SessionId,
-        payload: Bytes,
-        now: SystemTime,
-        entropy: &dyn Entropy,
-    ) -> Result<Version, EntropyError> {
-        let etag = new_etag(id, &payload, entropy)?;
-        Ok(Version {
-            payload,
-            etag,
-            last_modified: now,
-        })
-    }
-
     /// Whether the session has ended at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.expires
     }
-}
-
-/// The content of one write: what a successful PUT replaces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version {
-    /// The bytes written.
-    pub payload: Bytes,
-    /// Their tag, unique to this write.
-    pub etag: EntityTag,
-    /// When they were written.
-    pub last_modified: SystemTime,
-}
-
-fn new_etag(
-    id: SessionId,
-    payload: &[u8],
-    entropy: &dyn Entropy,
-) -> Result<EntityTag, EntropyError> {
-    let mut nonce = [0u8; 16];
-    entropy.fill(&mut nonce)?;
-    Ok(EntityTag::for_version(id, &nonce, payload))
 }

@@ -1,4 +1,10 @@
 //! Rate limits and the per-client session cap, through the public API.
+// Test code: failing loudly is the point, and times are computed from known constants.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unchecked_time_subtraction
+)]
 #![cfg(test)]
 
 #[cfg(test)]
@@ -178,6 +184,72 @@ fn ipv6_clients_share_a_budget_per_slash_64() {
     create_from(&harness, "2001:db8:0:2::1").assert_status(StatusCode::CREATED);
 }
 
+/// Only requests that reach the store draw from a budget: whatever is answered from the
+/// request alone (400, 413, 405, a malformed id, a preflight) takes no token.
+#[test]
+fn requests_answered_without_the_store_take_no_token() {
+    let harness = harness(RateLimitConfig {
+        create: BucketConfig {
+            per_second: 0.001,
+            burst: 1,
+        },
+        session: BucketConfig {
+            per_second: 0.001,
+            burst: 1,
+        },
+        ..RateLimitConfig::default()
+    });
+    let send = |method: Method, path: &str| harness.request(method, path).from(ALICE);
+    for _ in 0..5 {
+        send(Method::POST, CREATE_PATH)
+            .sized("no type")
+            .send()
+            .assert_error(400, "M_MISSING_PARAM");
+        send(Method::POST, CREATE_PATH)
+            .text("x".repeat(5000))
+            .send()
+            .assert_error(413, "M_TOO_LARGE");
+        send(Method::OPTIONS, CREATE_PATH)
+            .send()
+            .assert_status(StatusCode::NO_CONTENT);
+    }
+    let url = created_url(&create_from(&harness, ALICE));
+    for _ in 0..5 {
+        send(Method::PUT, &url)
+            .text("no if-match")
+            .send()
+            .assert_error(400, "M_MISSING_PARAM");
+        send(Method::PATCH, &url)
+            .send()
+            .assert_error(405, "M_UNRECOGNIZED");
+        get_from(&harness, &support::session_path("not-an-id"), ALICE)
+            .assert_error(404, "M_NOT_FOUND");
+    }
+    get_from(&harness, &url, ALICE).assert_status(StatusCode::OK);
+    get_from(&harness, &url, ALICE).assert_error(429, "M_LIMIT_EXCEEDED");
+    create_from(&harness, ALICE).assert_error(429, "M_LIMIT_EXCEEDED");
+}
+
+/// Rate-limit and quota refusals count as `rate_limited`; a full store's 429 does not (it
+/// says nothing about the client).
+#[test]
+fn only_client_refusals_count_as_rate_limited() {
+    let harness = Harness::with_config(Config {
+        capacity: 2,
+        rate_limit: RateLimitConfig {
+            max_sessions_per_ip: 1,
+            ..RateLimitConfig::default()
+        },
+        ..Config::default()
+    });
+    create_from(&harness, ALICE).assert_status(StatusCode::CREATED);
+    create_from(&harness, ALICE).assert_error(429, "M_LIMIT_EXCEEDED");
+    assert_eq!(harness.metrics().rate_limited, 1);
+    create_from(&harness, BOB).assert_status(StatusCode::CREATED);
+    create_from(&harness, "203.0.113.5").assert_error(429, "M_LIMIT_EXCEEDED");
+    assert_eq!(harness.metrics().rate_limited, 1);
+}
+
 #[test]
 fn metrics_count_what_happened() {
     let harness = harness(RateLimitConfig {
@@ -197,7 +269,7 @@ fn metrics_count_what_happened() {
         .send()
         .assert_status(StatusCode::PRECONDITION_FAILED);
     harness.delete(&url).assert_status(StatusCode::NO_CONTENT);
-    let metrics = harness.rendezvous.metrics();
+    let metrics = harness.metrics();
     assert_eq!(metrics.sessions_created, 1);
     assert_eq!(metrics.sessions_deleted, 1);
     assert_eq!(metrics.rate_limited, 1);

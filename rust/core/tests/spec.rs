@@ -2,6 +2,12 @@
 //! only: requests in, responses out, time moved by a [`ManualClock`].
 //!
 //! [`ManualClock`]: synapse_rendezvous_core::ManualClock
+// Test code: failing loudly is the point, and times are computed from known constants.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unchecked_time_subtraction
+)]
 
 // Under cfg(test) so that clippy's allow-expect-in-tests covers the helpers too.
 #[cfg(test)]
@@ -830,12 +836,28 @@ fn expired_sessions_are_reclaimed_without_a_request() {
     for _ in 0..3 {
         h.create("hello");
     }
-    assert_eq!(h.rendezvous.reclaim_expired().unwrap(), 0);
+    assert_eq!(h.reclaim_expired(), 0);
     assert_eq!(h.live_count(), 3);
     h.advance(60);
-    assert_eq!(h.rendezvous.reclaim_expired().unwrap(), 3);
+    assert_eq!(h.reclaim_expired(), 3);
     assert_eq!(h.live_count(), 0);
-    assert_eq!(h.rendezvous.reclaim_expired().unwrap(), 0);
+    assert_eq!(h.reclaim_expired(), 0);
+}
+
+#[test]
+fn every_ended_session_is_counted_expired_once() {
+    let h = Harness::with_ttl(60);
+    let sessions: Vec<_> = (0..3).map(|_| h.create("hello")).collect();
+    h.advance(60);
+    // Found ended by a DELETE, by a create making room, then by nothing left to find.
+    h.delete(&sessions[0].path).assert_error(404, "M_NOT_FOUND");
+    assert_eq!(h.metrics().sessions_expired, 1);
+    h.create("next");
+    assert_eq!(h.metrics().sessions_expired, 3);
+    assert_eq!(h.reclaim_expired(), 0);
+    h.advance(60);
+    assert_eq!(h.reclaim_expired(), 1);
+    assert_eq!(h.metrics().sessions_expired, 4);
 }
 
 #[test]
@@ -1195,7 +1217,7 @@ fn clock_stepped_backwards_breaks_nothing() {
     assert_eq!(written.expires(), at(120));
     let other = h.create("other");
     h.post("third").assert_error(429, "M_LIMIT_EXCEEDED");
-    assert_eq!(h.rendezvous.reclaim_expired().unwrap(), 0);
+    assert_eq!(h.reclaim_expired(), 0);
     assert_eq!(h.live_count(), 2);
     h.delete(&other.path).assert_status(StatusCode::NO_CONTENT);
 

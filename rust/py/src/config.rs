@@ -6,7 +6,8 @@ use synapse_rendezvous_core as core;
 
 use crate::errors::config_error;
 
-/// Validated configuration, as returned by [`parse_config`].
+/// Validated configuration, as returned by [`parse_config`]. Immutable, so a copy is the
+/// object itself (Synapse's test harness deep-copies the homeserver config).
 #[pyclass(module = "synapse_rendezvous._core", frozen)]
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -15,33 +16,6 @@ pub struct Config {
 
 #[pymethods]
 impl Config {
-    /// Session lifetime in milliseconds.
-    #[getter]
-    fn ttl_ms(&self) -> u128 {
-        self.inner.ttl.as_millis()
-    }
-
-    /// Largest accepted body, in bytes.
-    #[getter]
-    fn max_payload_bytes(&self) -> usize {
-        self.inner.max_payload_bytes
-    }
-
-    /// Most live sessions at once.
-    #[getter]
-    fn capacity(&self) -> usize {
-        self.inner.capacity
-    }
-
-    /// Connections each process keeps to Redis; `None` for the memory store.
-    #[getter]
-    fn redis_pool_size(&self) -> Option<u32> {
-        match &self.inner.store {
-            core::StoreConfig::Memory { .. } => None,
-            core::StoreConfig::Redis(redis) => Some(redis.pool_size),
-        }
-    }
-
     /// `"memory"` or `"redis"`.
     #[getter]
     fn store_kind(&self) -> &'static str {
@@ -51,33 +25,21 @@ impl Config {
         }
     }
 
-    /// The store and its settings, for the startup log line (never the Redis URL, which may
-    /// hold a password).
-    #[getter]
-    fn store_description(&self) -> String {
-        match &self.inner.store {
-            core::StoreConfig::Memory {
-                snapshot_path: None,
-            } => "store=memory".to_owned(),
-            core::StoreConfig::Memory {
-                snapshot_path: Some(path),
-            } => format!("store=memory (snapshot_path={})", path.display()),
-            core::StoreConfig::Redis(redis) => format!(
-                "store=redis (key_prefix={}, timeout={}ms, pool_size={})",
-                redis.key_prefix,
-                redis.timeout.as_millis(),
-                redis.pool_size
-            ),
-        }
+    fn __str__(&self) -> String {
+        self.inner.to_string()
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Config(ttl_ms={}, max_payload_bytes={}, capacity={})",
-            self.ttl_ms(),
-            self.inner.max_payload_bytes,
-            self.inner.capacity
-        )
+        format!("<Config {}>", self.inner)
+    }
+
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (_memo, /))]
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
     }
 }
 

@@ -1,27 +1,27 @@
-//! `RendezvousHandler`: the object Synapse calls for every rendezvous request.
+//! `RendezvousHandler`: the object Synapse's glue calls for every rendezvous request.
 //!
-//! `handle` answers a Twisted request in one call, for stores that never block. For a store
-//! on the network the Python side splits the work: `read_request` and `write_response` on
-//! the reactor thread, `process` (which releases the GIL) on a worker thread.
+//! With the memory store a request is answered in the call. With Redis it becomes one
+//! script call written to a connection the glue keeps open on the reactor; the reply, read
+//! by the glue and handed over with [`RendezvousHandler::redis_received`], completes it. No
+//! thread is involved, and nothing here ever waits.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{Request, Response};
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use synapse_rendezvous_core::metrics::{LATENCY_BUCKETS, STORE_ERROR_KINDS};
 use synapse_rendezvous_core::{
-    Clock, MemoryStore, Problem, Rendezvous, Routes, SystemClock, SystemEntropy,
+    Backend, Notice, Problem, Rendezvous, Routes, Service, SystemClock, SystemEntropy,
 };
 
 use crate::config::Config;
 use crate::errors::config_error;
-use crate::store::{self, Notice};
+use crate::metrics::Metrics;
+use crate::redis::{RedisAddress, RedisServing};
 use crate::twisted::{read_request, write_response, HeaderNames};
 
 /// Every header the core writes, so that Twisted's spelling of each is learned up front.
@@ -40,46 +40,78 @@ const RESPONSE_HEADERS: &[HeaderName] = &[
     header::RETRY_AFTER,
 ];
 
+/// What the handler needs of Python, shared by both stores.
+pub(crate) struct Glue {
+    pub(crate) header_names: HeaderNames,
+    /// A callable answering the homeserver's time in seconds (`Clock.time`).
+    clock: Py<PyAny>,
+    logger: Py<PyAny>,
+    /// Whether rate limits are on, so that the client's address is worth reading.
+    with_client: bool,
+    max_body: usize,
+}
+
+impl Glue {
+    /// The homeserver's time: its reactor's, which Synapse's test harness drives.
+    pub(crate) fn now(&self, py: Python<'_>) -> SystemTime {
+        let seconds = self
+            .clock
+            .call0(py)
+            .and_then(|seconds| seconds.extract::<f64>(py))
+            .ok()
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0);
+        match seconds {
+            Some(seconds) => UNIX_EPOCH + Duration::from_secs_f64(seconds),
+            // The clock is Synapse's own; if it ever fails, the system's is the next best.
+            None => SystemTime::now(),
+        }
+    }
+
+    pub(crate) fn read(&self, request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes>> {
+        read_request(request, self.with_client, self.max_body)
+    }
+
+    pub(crate) fn log(&self, py: Python<'_>, level: &str, message: &str) {
+        // Logging must never turn an answer into an exception.
+        let _ = self.logger.bind(py).call_method1(level, ("%s", message));
+    }
+
+    /// Logs the problem a response carries, if any.
+    pub(crate) fn log_problem(
+        &self,
+        py: Python<'_>,
+        request: &Request<Bytes>,
+        response: &Response<Bytes>,
+    ) {
+        if let Some(Problem(why)) = response.extensions().get::<Problem>() {
+            let message = format!("{} {}: {why}", request.method(), request.uri().path());
+            self.log(py, "error", &message);
+        }
+    }
+}
+
+enum Serving {
+    Memory { service: Service, backend: Backend },
+    Redis(RedisServing),
+}
+
 /// Serves the rendezvous API for one Synapse process.
 #[pyclass(module = "synapse_rendezvous._core", frozen)]
 pub struct RendezvousHandler {
-    core: Rendezvous,
-    header_names: HeaderNames,
-    blocking: bool,
-    snapshot: Option<(Arc<MemoryStore>, PathBuf)>,
-    logger: Py<PyAny>,
-}
-
-/// A request read off a Twisted request, ready for [`RendezvousHandler::process`].
-#[pyclass(module = "synapse_rendezvous._core", frozen)]
-pub struct PendingRequest {
-    request: Request<Bytes>,
-}
-
-/// A response computed by [`RendezvousHandler::process`], ready to be written back.
-#[pyclass(module = "synapse_rendezvous._core", frozen)]
-pub struct PendingResponse {
-    response: Response<Bytes>,
-}
-
-#[pymethods]
-impl PendingResponse {
-    /// The HTTP status code.
-    #[getter]
-    fn status(&self) -> u16 {
-        self.response.status().as_u16()
-    }
+    glue: Glue,
+    serving: Serving,
 }
 
 #[pymethods]
 impl RendezvousHandler {
     #[new]
-    #[pyo3(signature = (config, public_baseurl, /, *, mode, default_redis_url=None))]
+    #[pyo3(signature = (config, public_baseurl, /, *, mode, clock, default_redis_url=None))]
     fn new(
         py: Python<'_>,
         config: &Config,
         public_baseurl: &str,
         mode: &str,
+        clock: Py<PyAny>,
         default_redis_url: Option<&str>,
     ) -> PyResult<Self> {
         let routes = match mode {
@@ -91,187 +123,181 @@ impl RendezvousHandler {
                 )))
             }
         };
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("synapse_rendezvous",))?
-            .unbind();
-        let clock = Arc::new(SystemClock);
-        let opened = py
-            .detach(|| store::open(&config.inner, default_redis_url, clock.now()))
-            .map_err(|error| config_error(py, &error))?;
-        for notice in &opened.notices {
-            let (level, message) = match notice {
-                Notice::Info(message) => ("info", message),
-                Notice::Warning(message) => ("warning", message),
-            };
-            logger.bind(py).call_method1(level, ("%s", message))?;
-        }
-        let mut core = Rendezvous::new(
-            config.inner.clone(),
-            opened.store,
+        let config = &config.inner;
+        let glue = Glue {
+            header_names: HeaderNames::learn(py, RESPONSE_HEADERS)?,
             clock,
+            logger: py
+                .import("logging")?
+                .call_method1("getLogger", ("synapse_rendezvous",))?
+                .unbind(),
+            with_client: config.rate_limit.enabled,
+            max_body: config.max_payload_bytes,
+        };
+        let now = glue.now(py);
+        let (backend, notices) = py
+            .detach(|| Backend::open(config, default_redis_url, now))
+            .map_err(|error| config_error(py, &error))?;
+        for notice in notices {
+            match notice {
+                Notice::Info(message) => glue.log(py, "info", &message),
+                Notice::Warning(message) => glue.log(py, "warning", &message),
+            }
+        }
+        let rendezvous = Rendezvous::new(
+            config.clone(),
             Arc::new(SystemEntropy),
             routes,
             public_baseurl,
         );
-        if let Some((limiter, quota)) = opened.shared_limits {
-            core = core.with_limits(limiter, quota);
-        }
-        Ok(Self {
-            core,
-            header_names: HeaderNames::learn(py, RESPONSE_HEADERS)?,
-            blocking: opened.blocking,
-            snapshot: opened.snapshot,
-            logger,
-        })
+        let serving = match backend {
+            Backend::Memory { ref store, .. } => Serving::Memory {
+                service: Service::new(rendezvous, store.clone(), Arc::new(SystemClock)),
+                backend,
+            },
+            Backend::Redis {
+                store,
+                target,
+                link,
+            } => Serving::Redis(RedisServing::new(rendezvous, store, &target, link)),
+        };
+        Ok(Self { glue, serving })
     }
 
-    /// Whether the store can block on the network, so that `process` must run in a thread.
+    /// Answers a Twisted request, now (memory store) or once Redis has answered. Returns
+    /// the delay in seconds after which [`RendezvousHandler::tick`] must run, when a timer
+    /// is to be started.
+    #[pyo3(signature = (request, /))]
+    fn handle(&self, request: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        let py = request.py();
+        let parsed = self.glue.read(request)?;
+        match &self.serving {
+            Serving::Memory { service, .. } => {
+                let now = self.glue.now(py);
+                let response = guarded(|| service.handle_at(&parsed, now)).unwrap_or_else(|why| {
+                    self.glue.log(
+                        py,
+                        "error",
+                        &format!("panic while handling {}: {why}", parsed.uri().path()),
+                    );
+                    service.rendezvous().internal_error(now)
+                });
+                self.glue.log_problem(py, &parsed, &response);
+                write_response(request, &response, &self.glue.header_names)?;
+                Ok(None)
+            }
+            Serving::Redis(redis) => redis.handle(py, &self.glue, request, &parsed),
+        }
+    }
+
+    /// Frees ended sessions and counts the live ones, for the gauge; run periodically. With
+    /// Redis this sends one call and returns like [`RendezvousHandler::handle`].
+    fn maintain(&self, py: Python<'_>) -> Option<f64> {
+        match &self.serving {
+            Serving::Memory { service, .. } => {
+                if let Err(error) = service.maintain_at(self.glue.now(py)) {
+                    self.glue.log(py, "warning", &error.to_string());
+                }
+                None
+            }
+            Serving::Redis(redis) => redis.maintain(py, &self.glue),
+        }
+    }
+
+    /// Where the Redis store's server is; `None` for the memory store.
     #[getter]
-    fn blocking(&self) -> bool {
-        self.blocking
-    }
-
-    /// Answers a Twisted request completely: reads it, writes the response, finishes it.
-    #[pyo3(signature = (request, /))]
-    fn handle(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
-        let parsed = read_request(request, self.core.config().rate_limit.enabled)?;
-        let response = self.respond(request.py(), &parsed);
-        write_response(request, &response, &self.header_names)
-    }
-
-    /// Reads a Twisted request (on the reactor thread).
-    // A method rather than a function, so that Python drives all three steps on one object.
-    #[allow(clippy::unused_self)]
-    #[pyo3(signature = (request, /))]
-    fn read_request(&self, request: &Bound<'_, PyAny>) -> PyResult<PendingRequest> {
-        Ok(PendingRequest {
-            request: read_request(request, self.core.config().rate_limit.enabled)?,
-        })
-    }
-
-    /// Computes the response without the GIL; safe to call from any thread.
-    #[pyo3(signature = (pending, /))]
-    fn process(&self, py: Python<'_>, pending: &PendingRequest) -> PendingResponse {
-        PendingResponse {
-            response: self.respond(py, &pending.request),
+    fn redis_address(&self) -> Option<RedisAddress> {
+        match &self.serving {
+            Serving::Redis(redis) => Some(redis.address()),
+            Serving::Memory { .. } => None,
         }
     }
 
-    /// Writes a computed response to the Twisted request and finishes it (on the reactor
-    /// thread).
-    #[allow(clippy::unused_self)]
-    #[pyo3(signature = (request, response, /))]
-    fn write_response(
+    /// A connection to Redis, number `index`, is open.
+    #[pyo3(signature = (index, transport, /))]
+    fn redis_connected(
         &self,
-        request: &Bound<'_, PyAny>,
-        response: &PendingResponse,
-    ) -> PyResult<()> {
-        write_response(request, &response.response, &self.header_names)
+        py: Python<'_>,
+        index: usize,
+        transport: Py<PyAny>,
+    ) -> PyResult<Option<f64>> {
+        Ok(self.redis()?.connected(py, &self.glue, index, transport))
     }
 
-    /// Frees the memory of expired sessions; returns how many. Run periodically.
-    fn reclaim_expired(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.core.reclaim_expired())
-            .map_err(|error| PyOSError::new_err(error.to_string()))
+    /// Bytes arrived on connection `index`.
+    #[pyo3(signature = (index, data, /))]
+    fn redis_received(&self, py: Python<'_>, index: usize, data: &[u8]) -> PyResult<Option<f64>> {
+        Ok(self.redis()?.received(py, &self.glue, index, data))
     }
 
-    /// The number of live sessions.
-    fn live_sessions(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.core.live_count())
-            .map_err(|error| PyOSError::new_err(error.to_string()))
+    /// Connection `index` is gone.
+    #[pyo3(signature = (index, /))]
+    fn redis_lost(&self, py: Python<'_>, index: usize) -> PyResult<Option<f64>> {
+        Ok(self.redis()?.lost(py, &self.glue, index))
     }
 
-    /// Every counter of this handler, for the Prometheus collector: a dict with the keys
-    /// `sessions_created`, `sessions_deleted`, `sessions_expired`, `conflicts`,
-    /// `rate_limited` (ints), `responses` (list of `(method, status, count)`),
-    /// `store_errors` (dict kind -> count), `store_latency_buckets` (list of
-    /// `(upper bound in seconds, cumulative count)`), `store_latency_count`,
-    /// `store_latency_sum` (seconds).
-    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let snapshot = self.core.metrics();
-        let metrics = PyDict::new(py);
-        metrics.set_item("sessions_created", snapshot.sessions_created)?;
-        metrics.set_item("sessions_deleted", snapshot.sessions_deleted)?;
-        metrics.set_item("sessions_expired", snapshot.sessions_expired)?;
-        metrics.set_item("conflicts", snapshot.conflicts)?;
-        metrics.set_item("rate_limited", snapshot.rate_limited)?;
-        metrics.set_item("responses", snapshot.responses)?;
-        let errors = PyDict::new(py);
-        for (kind, count) in STORE_ERROR_KINDS.iter().zip(snapshot.store_errors) {
-            errors.set_item(kind, count)?;
+    /// Answers the requests whose time is up; returns when to run again, if anything waits.
+    fn tick(&self, py: Python<'_>) -> Option<f64> {
+        match &self.serving {
+            Serving::Redis(redis) => redis.tick(py, &self.glue),
+            Serving::Memory { .. } => None,
         }
-        metrics.set_item("store_errors", errors)?;
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .zip(snapshot.latency_buckets)
-            .collect();
-        metrics.set_item("store_latency_buckets", buckets)?;
-        metrics.set_item("store_latency_count", snapshot.latency_count)?;
-        metrics.set_item("store_latency_sum", snapshot.latency_sum_seconds)?;
-        Ok(metrics)
+    }
+
+    /// At shutdown: answers every waiting request 503, closes the connections, and refuses
+    /// whatever comes later.
+    fn close(&self, py: Python<'_>) {
+        if let Serving::Redis(redis) = &self.serving {
+            redis.close(py, &self.glue);
+        }
+    }
+
+    /// Every counter of this handler, for the Prometheus collector. The memory store
+    /// counts its live sessions now (which also frees the ended ones: microseconds); Redis
+    /// reports the last maintenance run's count, so that a scrape never waits on it.
+    fn metrics(&self, py: Python<'_>) -> Metrics {
+        match &self.serving {
+            Serving::Memory { service, .. } => {
+                let live_sessions = service
+                    .maintain_at(self.glue.now(py))
+                    .ok()
+                    .map(|found| found.live);
+                Metrics {
+                    snapshot: service.metrics(),
+                    live_sessions,
+                }
+            }
+            Serving::Redis(redis) => redis.metrics(),
+        }
     }
 
     /// Saves the live sessions to the configured snapshot; returns how many, or None when no
     /// snapshot is configured. Call at a clean shutdown.
     fn save_snapshot(&self, py: Python<'_>) -> PyResult<Option<usize>> {
-        let Some((store, path)) = &self.snapshot else {
+        let Serving::Memory { backend, .. } = &self.serving else {
             return Ok(None);
         };
-        let now = SystemClock.now();
-        py.detach(|| store::save(store, path, now))
-            .map(Some)
-            .map_err(PyOSError::new_err)
+        let now = self.glue.now(py);
+        py.detach(|| backend.save_snapshot(now))
+            .map_err(|error| PyOSError::new_err(error.to_string()))
     }
 }
 
 impl RendezvousHandler {
-    /// Runs the core (without the GIL when the store can block); a panic becomes a logged
-    /// 500, never a crash.
-    fn respond(&self, py: Python<'_>, request: &Request<Bytes>) -> Response<Bytes> {
-        let answer = || guarded(|| self.core.handle(request));
-        // The memory store answers in microseconds: releasing and retaking the GIL would
-        // cost more than holding it.
-        let outcome = if self.blocking {
-            py.detach(answer)
-        } else {
-            answer()
-        };
-        match outcome {
-            Ok(response) => {
-                if let Some(Problem(why)) = response.extensions().get::<Problem>() {
-                    self.log_error(
-                        py,
-                        &format!("{} {}: {why}", request.method(), request.uri()),
-                    );
-                }
-                response
-            }
-            Err(why) => {
-                self.log_error(
-                    py,
-                    &format!(
-                        "panic while handling {} {}: {why}",
-                        request.method(),
-                        request.uri()
-                    ),
-                );
-                self.core.internal_error()
-            }
+    fn redis(&self) -> PyResult<&RedisServing> {
+        match &self.serving {
+            Serving::Redis(redis) => Ok(redis),
+            Serving::Memory { .. } => Err(PyRuntimeError::new_err(
+                "this handler serves the memory store, not Redis",
+            )),
         }
-    }
-
-    fn log_error(&self, py: Python<'_>, message: &str) {
-        // Logging must never turn an answer into an exception.
-        let _ = self.logger.bind(py).call_method1("error", ("%s", message));
     }
 }
 
-/// Runs `handle`, turning a panic into its message: a bug in the core must cost one request
-/// a 500, not unwind into Python (where PyO3 would raise into Synapse's request handling).
-fn guarded(handle: impl FnOnce() -> Response<Bytes>) -> Result<Response<Bytes>, String> {
-    catch_unwind(AssertUnwindSafe(handle)).map_err(|panic| {
+/// Runs `work`, turning a panic into its message: a bug in the core must cost one request a
+/// 500, not unwind into Python (where PyO3 would raise into Synapse's request handling).
+pub(crate) fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
         panic
             .downcast_ref::<&str>()
             .map(ToString::to_string)
@@ -286,10 +312,10 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_its_message() {
-        let outcome = guarded(|| panic!("the core broke"));
+        let outcome: Result<(), String> = guarded(|| panic!("the core broke"));
         assert_eq!(outcome.err().as_deref(), Some("the core broke"));
         let id = 7;
-        let formatted = guarded(|| panic!("session {id} broke"));
+        let formatted: Result<(), String> = guarded(|| panic!("session {id} broke"));
         assert_eq!(formatted.err().as_deref(), Some("session 7 broke"));
     }
 

@@ -1,13 +1,15 @@
 //! The Python extension `synapse_rendezvous._core`: the only place that touches PyO3.
 //!
-//! It turns Synapse's Twisted requests into `http` requests for the core and writes the
-//! core's responses back; everything about sessions and HTTP semantics lives in
+//! It turns Synapse's Twisted requests into `http` requests for the core, writes the core's
+//! responses back, and moves the Redis store's bytes between the core and the connections
+//! the Python glue opens; everything about sessions, stores and HTTP semantics lives in
 //! `synapse-rendezvous-core`.
 
 mod config;
 mod errors;
 mod handler;
-mod store;
+mod metrics;
+mod redis;
 mod twisted;
 
 /// The extension module.
@@ -20,7 +22,11 @@ mod _core {
     #[pymodule_export]
     use crate::errors::ConfigError;
     #[pymodule_export]
-    use crate::handler::{PendingRequest, PendingResponse, RendezvousHandler};
+    use crate::handler::RendezvousHandler;
+    #[pymodule_export]
+    use crate::metrics::Metrics;
+    #[pymodule_export]
+    use crate::redis::RedisAddress;
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, DATE};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, DATE};
 use http::{Method, Request, Response, Uri};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -19,6 +19,10 @@ use synapse_rendezvous_core::rate_limit::ClientKey;
 /// with raw non-ASCII bytes is percent-encoded (so an odd id becomes an unknown id), an
 /// unusable method becomes one no route allows, and an unusable header line is dropped.
 ///
+/// Only uploads (POST, PUT) have their body read, and at most `max_body + 1` bytes of it,
+/// none when the declared `Content-Length` is already larger: that is enough for the core
+/// to answer 413, and a huge body is never copied.
+///
 /// The client's address is read only when `with_client` (rate limits are on), since asking
 /// Twisted for it costs a few Python calls per request.
 ///
@@ -27,28 +31,21 @@ use synapse_rendezvous_core::rate_limit::ClientKey;
 pub(crate) fn read_request(
     request: &Bound<'_, PyAny>,
     with_client: bool,
+    max_body: usize,
 ) -> PyResult<Request<Bytes>> {
     let py = request.py();
     let method = request.getattr(intern!(py, "method"))?;
     let uri = request.getattr(intern!(py, "uri"))?;
-    let content = request.getattr(intern!(py, "content"))?;
-    let body = if content.is_none() {
-        Bytes::new()
-    } else {
-        content.call_method1(intern!(py, "seek"), (0,))?;
-        let data = content.call_method0(intern!(py, "read"))?;
-        Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes())
-    };
-
+    let method = Method::from_bytes(method.cast::<PyBytes>()?.as_bytes())
+        .unwrap_or_else(|_| unusable_method());
+    let upload = method == Method::POST || method == Method::PUT;
     let mut builder = Request::builder()
-        .method(
-            Method::from_bytes(method.cast::<PyBytes>()?.as_bytes())
-                .unwrap_or_else(|_| unusable_method()),
-        )
+        .method(method)
         .uri(parse_uri(uri.cast::<PyBytes>()?.as_bytes()));
     if with_client {
         builder = builder.extension(client_key(request));
     }
+    let mut declared_too_large = false;
     if let Some(headers) = builder.headers_mut() {
         let raw = request
             .getattr(intern!(py, "requestHeaders"))?
@@ -68,10 +65,40 @@ pub(crate) fn read_request(
                 }
             }
         }
+        declared_too_large = headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .filter_map(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+            .any(|declared| declared > u64::try_from(max_body).unwrap_or(u64::MAX));
     }
+    let body = if upload && !declared_too_large {
+        read_body(request, max_body.saturating_add(1))?
+    } else {
+        Bytes::new()
+    };
     builder
         .body(body)
         .map_err(|error| pyo3::exceptions::PyValueError::new_err(error.to_string()))
+}
+
+/// At most `limit` bytes of the body Twisted buffered.
+fn read_body(request: &Bound<'_, PyAny>, limit: usize) -> PyResult<Bytes> {
+    let py = request.py();
+    let content = request.getattr(intern!(py, "content"))?;
+    if content.is_none() {
+        return Ok(Bytes::new());
+    }
+    content.call_method1(intern!(py, "seek"), (0,))?;
+    let data = content.call_method1(intern!(py, "read"), (limit,))?;
+    Ok(Bytes::copy_from_slice(data.cast::<PyBytes>()?.as_bytes()))
+}
+
+/// Whether the client of a Twisted request has gone (Twisted raises on writing to it).
+pub(crate) fn is_disconnected(request: &Bound<'_, PyAny>) -> bool {
+    request
+        .getattr(intern!(request.py(), "_disconnected"))
+        .and_then(|disconnected| disconnected.is_truthy())
+        .unwrap_or(false)
 }
 
 /// Writes `response` to the Twisted request and finishes it, unless the client is gone.
@@ -85,11 +112,7 @@ pub(crate) fn write_response(
 ) -> PyResult<()> {
     let py = request.py();
     // Twisted raises on finish() after a disconnect; the client will never read it anyway.
-    if request
-        .getattr(intern!(py, "_disconnected"))
-        .and_then(|d| d.is_truthy())
-        .unwrap_or(false)
-    {
+    if is_disconnected(request) {
         return Ok(());
     }
     request.call_method1(

@@ -1,5 +1,5 @@
 //! libFuzzer target: any bytes, read as a short sequence of requests (see `src/harness.rs`
-//! for the format), through one `Rendezvous` on a manual clock; a panic is a finding.
+//! for the format), through one `Service` over a memory store on a manual clock; a panic is a finding.
 
 #![no_main]
 

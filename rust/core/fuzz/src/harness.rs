@@ -1,9 +1,9 @@
-//! The fuzz harness of [`Rendezvous::handle`]: turns any bytes into a short sequence of
-//! requests against one fresh API on a manual clock, and panics when a response breaks an
+//! The fuzz harness of [`Service::handle`]: turns any bytes into a short sequence of
+//! requests against one fresh API over a memory store on a manual clock, and panics when a response breaks an
 //! invariant that holds for every request, hostile or not.
 //!
 //! Shared by the libFuzzer target (`fuzz_targets/handle_request.rs`) and by
-//! `tests/model.rs`, which replays the seed corpus and every crash found, so that the
+//! `tests/model/main.rs`, which replays the seed corpus and every crash found, so that the
 //! harness builds and its seeds pass on every `cargo test`.
 //!
 //! # Input format
@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! +1500                     optional: move the clock forward 1500 ms first
-//! !                         optional: reclaim expired sessions first
+//! !                         optional: run maintenance (reclaim ended sessions) first
 //! PUT /_synapse/client/rendezvous/$1
 //! Content-Length: $L
 //! If-Match: $W1
@@ -29,7 +29,7 @@
 //! pseudo-header `X-Client: n` makes the request come from one of a few client addresses,
 //! so that rate limits and per-client quotas apply to it.
 //!
-//! [`Rendezvous::handle`]: synapse_rendezvous_core::Rendezvous::handle
+//! [`Service::handle`]: synapse_rendezvous_core::Service::handle
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,7 +46,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::Value;
 use synapse_rendezvous_core::rate_limit::{BucketConfig, ClientKey, RateLimitConfig};
 use synapse_rendezvous_core::{
-    Clock, Config, Entropy, EntropyError, ManualClock, MemoryStore, Rendezvous, Routes,
+    Clock, Config, Entropy, EntropyError, ManualClock, MemoryStore, Rendezvous, Routes, Service,
     CREATE_PATH, SESSION_PREFIX,
 };
 
@@ -101,7 +101,7 @@ struct Known {
 
 struct Harness {
     clock: Arc<ManualClock>,
-    api: Rendezvous,
+    api: Service,
     ids: Vec<String>,
     sessions: HashMap<String, Known>,
     issued: HashSet<String>,
@@ -152,14 +152,14 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         ));
-        let api = Rendezvous::new(
+        let store = Arc::new(MemoryStore::new(config.capacity));
+        let rendezvous = Rendezvous::new(
             config,
-            Arc::new(MemoryStore::new(4)),
-            clock.clone(),
             Arc::new(CountingEntropy::default()),
             Routes::takeover(),
             BASEURL,
         );
+        let api = Service::new(rendezvous, store, clock.clone());
         Self {
             clock,
             api,
@@ -180,7 +180,7 @@ impl Harness {
         let mut lines = head.split(|&b| b == b'\n').peekable();
         while let Some(line) = lines.next_if(|line| line.starts_with(b"+") || *line == b"!") {
             if line == b"!" {
-                assert!(self.api.reclaim_expired().is_ok(), "reclaim failed");
+                assert!(self.api.maintain().is_ok(), "maintenance failed");
             } else {
                 let millis = std::str::from_utf8(&line[1..])
                     .ok()

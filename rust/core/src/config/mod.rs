@@ -60,10 +60,25 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Prepended to every key, so that the store can share a Redis with Synapse.
     pub key_prefix: String,
-    /// Longest a request waits for Redis before it is answered 503.
+    /// Longest a request waits for Redis, from its arrival, before it is answered 503.
     pub timeout: Duration,
-    /// Most connections each process keeps open.
+    /// Connections each process keeps open (each carries many requests at once).
     pub pool_size: u32,
+    /// Most requests of one process waiting for Redis at once; `None` for
+    /// [`RedisConfig::PENDING_PER_CONNECTION`] per connection.
+    pub max_pending: Option<usize>,
+}
+
+impl RedisConfig {
+    /// Requests in flight per connection allowed by default.
+    pub const PENDING_PER_CONNECTION: usize = 64;
+
+    /// The bound on requests waiting for Redis in one process.
+    pub fn pending_limit(&self) -> usize {
+        self.max_pending.unwrap_or_else(|| {
+            usize::try_from(self.pool_size).unwrap_or(1) * Self::PENDING_PER_CONNECTION
+        })
+    }
 }
 
 impl Default for RedisConfig {
@@ -72,7 +87,8 @@ impl Default for RedisConfig {
             url: None,
             key_prefix: "synapse_rendezvous:".to_owned(),
             timeout: Duration::from_secs(2),
-            pool_size: 16,
+            pool_size: 4,
+            max_pending: None,
         }
     }
 }
@@ -90,6 +106,51 @@ impl Default for Config {
                 snapshot_path: None,
             },
             rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// The settings as the startup log line shows them (never the Redis URL, which may hold a
+/// password).
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.store {
+            StoreConfig::Memory {
+                snapshot_path: None,
+            } => f.write_str("store=memory")?,
+            StoreConfig::Memory {
+                snapshot_path: Some(path),
+            } => write!(f, "store=memory (snapshot_path={})", path.display())?,
+            StoreConfig::Redis(redis) => write!(
+                f,
+                "store=redis (key_prefix={}, timeout={}ms, pool_size={}, max_pending={})",
+                redis.key_prefix,
+                redis.timeout.as_millis(),
+                redis.pool_size,
+                redis.pending_limit()
+            )?,
+        }
+        write!(
+            f,
+            ", ttl={}s, max_payload_bytes={}, capacity={}, rate_limit=",
+            self.ttl.as_secs_f64(),
+            self.max_payload_bytes,
+            self.capacity
+        )?;
+        let limits = &self.rate_limit;
+        if limits.enabled {
+            write!(
+                f,
+                "on (create {}/s burst {}, session {}/s burst {}, {} live sessions per client, {} exempt networks)",
+                limits.create.per_second,
+                limits.create.burst,
+                limits.session.per_second,
+                limits.session.burst,
+                limits.max_sessions_per_ip,
+                limits.exempt.len()
+            )
+        } else {
+            f.write_str("off")
         }
     }
 }
@@ -261,7 +322,8 @@ mod tests {
                 url: Some("redis://127.0.0.1:6379/2".to_owned()),
                 key_prefix: "x:".to_owned(),
                 timeout: Duration::from_millis(500),
-                pool_size: 16,
+                pool_size: 4,
+                max_pending: None,
             })
         );
         let snapshot = Config::from_json(&json!({"snapshot_path": "/var/lib/x.snap"})).unwrap();
@@ -340,6 +402,26 @@ mod tests {
         );
         assert_eq!(key(json!({"what": 1})), "rate_limit.what");
         assert_eq!(key(json!(3)), "rate_limit");
+    }
+
+    #[test]
+    fn display_is_the_startup_line() {
+        let config = Config::from_json(&json!({
+            "store": "redis",
+            "redis": {"url": "redis://:secret@127.0.0.1/0", "pool_size": 2},
+            "rate_limit": {"enabled": false},
+        }))
+        .unwrap();
+        let line = config.to_string();
+        assert_eq!(
+            line,
+            "store=redis (key_prefix=synapse_rendezvous:, timeout=2000ms, pool_size=2, \
+             max_pending=128), ttl=120s, max_payload_bytes=4096, capacity=10000, rate_limit=off"
+        );
+        assert!(!line.contains("secret"));
+        assert!(Config::default()
+            .to_string()
+            .starts_with("store=memory, ttl=120s"));
     }
 
     #[test]

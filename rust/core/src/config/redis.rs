@@ -37,7 +37,10 @@ pub(crate) fn redis_config(value: &Value) -> Result<RedisConfig, ConfigError> {
             }
             "pool_size" => {
                 redis.pool_size =
-                    u32::try_from(integer_in_range(&path, value, 1, 1024)?).unwrap_or(1024);
+                    u32::try_from(integer_in_range(&path, value, 1, 64)?).unwrap_or(64);
+            }
+            "max_pending" => {
+                redis.max_pending = Some(integer_in_range(&path, value, 1, 100_000)?);
             }
             _ => return Err(ConfigError::new(&path, "unknown option")),
         }

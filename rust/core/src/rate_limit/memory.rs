@@ -1,31 +1,29 @@
-//! Rate limits kept in this process's memory, with a hard bound on how many clients are
-//! remembered.
+//! Rate limits kept in this process's memory (for the memory store), with a hard bound on
+//! how many clients are remembered.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use super::{Bucket, ClientKey, Decision, Limit, RateLimitConfig, RateLimiter};
-use crate::store::StoreError;
+use super::{Bucket, BucketConfig, ClientKey, Decision, Limit};
+use crate::store::Admission;
 
 /// Most buckets remembered at once. Past it, the idle ones go first, then the least
 /// recently used: forgetting a bucket only ever makes a limit more lenient.
 const MAX_BUCKETS: usize = 100_000;
 
-/// Token buckets in process memory.
-#[derive(Debug)]
+/// Token buckets in process memory, each with the configuration it was filled with.
+#[derive(Debug, Default)]
 pub struct MemoryRateLimiter {
-    config: RateLimitConfig,
-    buckets: Mutex<HashMap<(Limit, ClientKey), Bucket>>,
+    buckets: Mutex<HashMap<(Limit, ClientKey), (Bucket, BucketConfig)>>,
 }
 
+type Buckets = HashMap<(Limit, ClientKey), (Bucket, BucketConfig)>;
+
 impl MemoryRateLimiter {
-    /// Limits per `config`, starting with every bucket full.
-    pub fn new(config: RateLimitConfig) -> Self {
-        Self {
-            config,
-            buckets: Mutex::new(HashMap::new()),
-        }
+    /// Limits with every bucket full.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// How many buckets are remembered.
@@ -36,39 +34,40 @@ impl MemoryRateLimiter {
             .len()
     }
 
-    fn forget(&self, buckets: &mut HashMap<(Limit, ClientKey), Bucket>, now: SystemTime) {
-        buckets.retain(|(limit, _), bucket| !bucket.is_idle(self.config.bucket(*limit), now));
-        if buckets.len() >= MAX_BUCKETS {
-            let mut by_age: Vec<_> = buckets.iter().map(|(key, b)| (b.updated, *key)).collect();
-            by_age.sort_unstable_by_key(|(updated, _)| *updated);
-            for (_, key) in by_age.iter().take(buckets.len() - MAX_BUCKETS / 2) {
-                buckets.remove(key);
-            }
+    /// Takes one token from the bucket `admission` names, if it has one.
+    pub fn take(&self, admission: &Admission, now: SystemTime) -> Decision {
+        let key = (admission.limit, admission.client);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&key) {
+            forget(&mut buckets, now);
         }
+        let (bucket, config) = buckets
+            .entry(key)
+            .or_insert_with(|| (Bucket::full(admission.bucket, now), admission.bucket));
+        *config = admission.bucket;
+        bucket.take(admission.bucket, now)
+    }
+
+    /// Drops buckets that have refilled completely, so that memory stays bounded.
+    pub fn forget_idle(&self, now: SystemTime) {
+        forget(
+            &mut self.buckets.lock().unwrap_or_else(PoisonError::into_inner),
+            now,
+        );
     }
 }
 
-impl RateLimiter for MemoryRateLimiter {
-    fn check(
-        &self,
-        limit: Limit,
-        client: &ClientKey,
-        now: SystemTime,
-    ) -> Result<Decision, StoreError> {
-        let config = self.config.bucket(limit);
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&(limit, *client)) {
-            self.forget(&mut buckets, now);
+fn forget(buckets: &mut Buckets, now: SystemTime) {
+    buckets.retain(|_, (bucket, config)| !bucket.is_idle(*config, now));
+    if buckets.len() >= MAX_BUCKETS {
+        let mut by_age: Vec<_> = buckets
+            .iter()
+            .map(|(key, (bucket, _))| (bucket.updated, *key))
+            .collect();
+        by_age.sort_unstable_by_key(|(updated, _)| *updated);
+        for (_, key) in by_age.iter().take(buckets.len() - MAX_BUCKETS / 2) {
+            buckets.remove(key);
         }
-        let bucket = buckets
-            .entry((limit, *client))
-            .or_insert_with(|| Bucket::full(config, now));
-        Ok(bucket.take(config, now))
-    }
-
-    fn forget_idle(&self, now: SystemTime) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        self.forget(&mut buckets, now);
     }
 }
 
@@ -78,20 +77,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rate_limit::BucketConfig;
 
-    fn limiter() -> MemoryRateLimiter {
-        MemoryRateLimiter::new(RateLimitConfig {
-            create: BucketConfig {
-                per_second: 1.0,
-                burst: 2,
-            },
-            ..RateLimitConfig::default()
-        })
-    }
+    const CREATE: BucketConfig = BucketConfig {
+        per_second: 1.0,
+        burst: 2,
+    };
 
-    fn client(last: u8) -> ClientKey {
-        ClientKey::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)))
+    fn admission(limit: Limit, last: u8) -> Admission {
+        Admission {
+            client: ClientKey::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))),
+            limit,
+            bucket: CREATE,
+        }
     }
 
     fn start() -> SystemTime {
@@ -99,32 +96,32 @@ mod tests {
     }
 
     #[test]
-    fn clients_have_separate_budgets() {
-        let limiter = limiter();
+    fn clients_and_limits_have_separate_budgets() {
+        let limiter = MemoryRateLimiter::new();
         for _ in 0..2 {
             assert_eq!(
-                limiter.check(Limit::Create, &client(1), start()),
-                Ok(Decision::Allowed)
+                limiter.take(&admission(Limit::Create, 1), start()),
+                Decision::Allowed
             );
         }
         assert!(matches!(
-            limiter.check(Limit::Create, &client(1), start()),
-            Ok(Decision::Limited { .. })
+            limiter.take(&admission(Limit::Create, 1), start()),
+            Decision::Limited { .. }
         ));
         assert_eq!(
-            limiter.check(Limit::Create, &client(2), start()),
-            Ok(Decision::Allowed)
+            limiter.take(&admission(Limit::Create, 2), start()),
+            Decision::Allowed
         );
         assert_eq!(
-            limiter.check(Limit::Session, &client(1), start()),
-            Ok(Decision::Allowed)
+            limiter.take(&admission(Limit::Session, 1), start()),
+            Decision::Allowed
         );
     }
 
     #[test]
     fn idle_buckets_are_forgotten() {
-        let limiter = limiter();
-        limiter.check(Limit::Create, &client(1), start()).unwrap();
+        let limiter = MemoryRateLimiter::new();
+        limiter.take(&admission(Limit::Create, 1), start());
         limiter.forget_idle(start());
         assert_eq!(limiter.remembered(), 1);
         limiter.forget_idle(start() + Duration::from_secs(1));
@@ -133,12 +130,14 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_under_many_clients() {
-        let limiter = limiter();
+        let limiter = MemoryRateLimiter::new();
         for i in 0..(u32::try_from(MAX_BUCKETS).unwrap() + 10) {
-            let address = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-            limiter
-                .check(Limit::Create, &ClientKey::new(address), start())
-                .unwrap();
+            let client = ClientKey::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+            let admission = Admission {
+                client,
+                ..admission(Limit::Create, 0)
+            };
+            limiter.take(&admission, start());
         }
         assert!(limiter.remembered() <= MAX_BUCKETS);
     }

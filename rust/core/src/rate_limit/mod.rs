@@ -3,22 +3,19 @@
 //!
 //! Two token buckets per client address, one for creates and a more generous one for
 //! session requests, sized so that honest polling (about one request a second per device)
-//! is never limited: matrix-rust-sdk aborts the whole login on any 4xx.
+//! is never limited: matrix-rust-sdk aborts the whole login on any 4xx. Stores apply them
+//! (see [`crate::store::Admission`]), together with the cap on live sessions per client.
 
 mod bucket;
 mod client;
 mod memory;
-mod quota;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use bucket::{Bucket, BucketConfig};
 pub use client::ClientKey;
 use ipnet::IpNet;
 pub use memory::MemoryRateLimiter;
-pub use quota::{MemorySessionQuota, SessionQuota};
-
-use crate::store::StoreError;
 
 /// Which budget a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,21 +100,4 @@ impl RateLimitConfig {
                 .iter()
                 .any(|net| net.contains(&client.address()))
     }
-}
-
-/// Token buckets shared by every request of a process (or, through Redis, of every process).
-pub trait RateLimiter: Send + Sync {
-    /// Takes one token from `client`'s `limit` bucket if it has one.
-    ///
-    /// # Errors
-    /// [`StoreError`] when a shared limiter cannot be reached.
-    fn check(
-        &self,
-        limit: Limit,
-        client: &ClientKey,
-        now: SystemTime,
-    ) -> Result<Decision, StoreError>;
-
-    /// Drops buckets that have refilled completely, so that memory stays bounded.
-    fn forget_idle(&self, now: SystemTime);
 }

@@ -1,48 +1,179 @@
-//! The zero-setup store: sessions in this process's memory, indexed by expiry so that
-//! reclaiming them costs only the sessions that actually expired.
+//! The zero-setup store: sessions in this process's memory, indexed by expiry (so that
+//! reclaiming them costs only the sessions that actually ended) and by the client that
+//! created them (for its quota), all under one lock so that every operation is atomic.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::{CreateOutcome, ReplaceOutcome, Store, StoreError};
-use crate::etag::EntityTagList;
+use super::{
+    Action, Executed, Maintenance, Meta, NewSession, Operation, Outcome, Store, StoreError,
+};
+use crate::etag::{EntityTag, EntityTagList};
 use crate::id::SessionId;
-use crate::session::{Session, Version};
+use crate::rate_limit::{ClientKey, Decision, MemoryRateLimiter};
+use crate::session::Session;
 
-/// Live sessions in process memory, at most `capacity` of them.
+/// Live sessions in process memory, at most `capacity` of them, with the rate limits of
+/// the clients using them.
 #[derive(Debug)]
 pub struct MemoryStore {
     capacity: usize,
-    inner: Mutex<Sessions>,
+    limiter: MemoryRateLimiter,
+    inner: Mutex<State>,
 }
+
+/// Ordered by expiry, so that the ended ones are always at the front.
+type ByExpiry = BTreeSet<(SystemTime, SessionId)>;
 
 #[derive(Debug, Default)]
-struct Sessions {
-    by_id: HashMap<SessionId, Session>,
-    /// Every stored session, ordered by expiry: the expired ones are always at the front.
-    by_expiry: BTreeSet<(SystemTime, SessionId)>,
-    /// Ended sessions removed so far, by any call.
-    expired_total: u64,
+struct State {
+    by_id: HashMap<SessionId, Stored>,
+    expiring: ByExpiry,
+    /// The live sessions of each client with a quota.
+    owned: HashMap<ClientKey, ByExpiry>,
 }
 
-impl Sessions {
-    fn reclaim_expired(&mut self, now: SystemTime) -> usize {
+#[derive(Debug)]
+struct Stored {
+    session: Session,
+    owner: Option<ClientKey>,
+}
+
+impl State {
+    /// Removes every session ended at `now`; returns how many.
+    fn reclaim(&mut self, now: SystemTime) -> usize {
         let mut reclaimed = 0;
-        while let Some(&(expires, id)) = self.by_expiry.first() {
+        while let Some(&(expires, id)) = self.expiring.first() {
             if expires > now {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.by_id.remove(&id);
+            self.remove(id);
             reclaimed += 1;
         }
-        self.expired_total += reclaimed as u64;
         reclaimed
     }
 
+    /// Removes a session from every index.
+    fn remove(&mut self, id: SessionId) -> Option<Session> {
+        let Stored { session, owner } = self.by_id.remove(&id)?;
+        let entry = (session.expires, id);
+        self.expiring.remove(&entry);
+        if let Some(owner) = owner {
+            if let Some(owned) = self.owned.get_mut(&owner) {
+                owned.remove(&entry);
+                if owned.is_empty() {
+                    self.owned.remove(&owner);
+                }
+            }
+        }
+        Some(session)
+    }
+
     fn live(&self, id: SessionId, now: SystemTime) -> Option<&Session> {
-        self.by_id.get(&id).filter(|s| !s.is_expired(now))
+        self.by_id
+            .get(&id)
+            .map(|stored| &stored.session)
+            .filter(|session| !session.is_expired(now))
+    }
+
+    fn create(&mut self, new: &NewSession, now: SystemTime, capacity: usize) -> Executed {
+        let expired = self.reclaim(now);
+        let wait_for = |index: Option<&ByExpiry>| {
+            index
+                .and_then(BTreeSet::first)
+                .map_or(Duration::ZERO, |(expires, _)| {
+                    expires.duration_since(now).unwrap_or_default()
+                })
+        };
+        let outcome = if let Some(quota) = new
+            .quota
+            .filter(|quota| self.owned.get(&quota.client).map_or(0, BTreeSet::len) >= quota.max)
+        {
+            Outcome::QuotaExceeded {
+                retry_after: wait_for(self.owned.get(&quota.client)),
+            }
+        } else if self.by_id.len() >= capacity {
+            Outcome::Full {
+                retry_after: wait_for(Some(&self.expiring)),
+            }
+        } else {
+            let session = Session {
+                id: new.id,
+                payload: new.payload.clone(),
+                etag: new.etag.clone(),
+                last_modified: now,
+                expires: now + new.ttl,
+            };
+            let meta = Meta::from(&session);
+            self.insert(session, new.quota.map(|quota| quota.client));
+            Outcome::Created(meta)
+        };
+        Executed { outcome, expired }
+    }
+
+    fn insert(&mut self, session: Session, owner: Option<ClientKey>) {
+        // Ids carry 80 random bits; a collision means a broken RNG. Keep the indexes exact.
+        self.remove(session.id);
+        let entry = (session.expires, session.id);
+        self.expiring.insert(entry);
+        if let Some(owner) = owner {
+            self.owned.entry(owner).or_default().insert(entry);
+        }
+        self.by_id.insert(session.id, Stored { session, owner });
+    }
+
+    fn read(
+        &self,
+        id: SessionId,
+        if_none_match: Option<&EntityTagList>,
+        now: SystemTime,
+    ) -> Outcome {
+        match self.live(id, now) {
+            None => Outcome::NotFound,
+            Some(session) if if_none_match.is_some_and(|tags| tags.matches(&session.etag)) => {
+                Outcome::NotModified {
+                    meta: Meta::from(session),
+                    length: session.payload.len(),
+                }
+            }
+            Some(session) => Outcome::Found(session.clone()),
+        }
+    }
+
+    fn replace(
+        &mut self,
+        id: SessionId,
+        if_match: &EntityTagList,
+        (payload, etag): (&bytes::Bytes, &EntityTag),
+        now: SystemTime,
+    ) -> Outcome {
+        let Some(stored) = self
+            .by_id
+            .get_mut(&id)
+            .filter(|stored| !stored.session.is_expired(now))
+        else {
+            return Outcome::NotFound;
+        };
+        let session = &mut stored.session;
+        if !if_match.matches(&session.etag) {
+            return Outcome::PreconditionFailed(Meta::from(&*session));
+        }
+        session.payload = payload.clone();
+        session.etag = etag.clone();
+        session.last_modified = now;
+        Outcome::Replaced(Meta::from(&*session))
+    }
+
+    fn delete(&mut self, id: SessionId, now: SystemTime) -> Executed {
+        match self.remove(id) {
+            None => Executed::only(Outcome::NotFound),
+            Some(session) if session.is_expired(now) => Executed {
+                outcome: Outcome::NotFound,
+                expired: 1,
+            },
+            Some(_) => Executed::only(Outcome::Deleted),
+        }
     }
 }
 
@@ -51,37 +182,41 @@ impl MemoryStore {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            inner: Mutex::new(Sessions::default()),
+            limiter: MemoryRateLimiter::new(),
+            inner: Mutex::new(State::default()),
         }
     }
 
     /// Every live session, for a snapshot.
     pub fn live_sessions(&self, now: SystemTime) -> Vec<Session> {
-        let sessions = self.lock();
-        sessions
+        self.lock()
             .by_id
             .values()
-            .filter(|s| !s.is_expired(now))
+            .map(|stored| &stored.session)
+            .filter(|session| !session.is_expired(now))
             .cloned()
             .collect()
     }
 
     /// Puts sessions from a snapshot back, up to the capacity; returns how many were kept.
+    /// They count against no client's quota: a snapshot does not record who made them.
     pub fn restore(&self, sessions: Vec<Session>, now: SystemTime) -> usize {
+        let mut state = self.lock();
+        state.reclaim(now);
         let mut restored = 0;
         for session in sessions {
-            if session.is_expired(now) {
-                continue;
+            if state.by_id.len() >= self.capacity {
+                break;
             }
-            match self.create(session, now) {
-                Ok(CreateOutcome::Created) => restored += 1,
-                _ => break,
+            if !session.is_expired(now) {
+                state.insert(session, None);
+                restored += 1;
             }
         }
         restored
     }
 
-    fn lock(&self) -> MutexGuard<'_, Sessions> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the store, so keep serving.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -89,88 +224,48 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn create(&self, session: Session, now: SystemTime) -> Result<CreateOutcome, StoreError> {
-        let mut sessions = self.lock();
-        sessions.reclaim_expired(now);
-        if sessions.by_id.len() >= self.capacity {
-            let retry_after = sessions
-                .by_expiry
-                .first()
-                .map_or(Duration::ZERO, |(expires, _)| {
-                    expires.duration_since(now).unwrap_or_default()
-                });
-            return Ok(CreateOutcome::Full { retry_after });
+    fn execute(&self, operation: &Operation, now: SystemTime) -> Result<Executed, StoreError> {
+        if let Some(admission) = &operation.admission {
+            if let Decision::Limited { retry_after } = self.limiter.take(admission, now) {
+                return Ok(Executed::only(Outcome::RateLimited { retry_after }));
+            }
         }
-        sessions.by_expiry.insert((session.expires, session.id));
-        if let Some(old) = sessions.by_id.insert(session.id, session) {
-            // Ids carry 80 random bits; a collision means a broken RNG. Keep the index exact.
-            sessions.by_expiry.remove(&(old.expires, old.id));
-        }
-        Ok(CreateOutcome::Created)
+        let mut state = self.lock();
+        Ok(match &operation.action {
+            Action::Create(new) => state.create(new, now, self.capacity),
+            Action::Read { id, if_none_match } => {
+                Executed::only(state.read(*id, if_none_match.as_ref(), now))
+            }
+            Action::Replace {
+                id,
+                if_match,
+                payload,
+                etag,
+            } => Executed::only(state.replace(*id, if_match, (payload, etag), now)),
+            Action::Delete { id } => state.delete(*id, now),
+        })
     }
 
-    fn get(&self, id: SessionId, now: SystemTime) -> Result<Option<Session>, StoreError> {
-        Ok(self.lock().live(id, now).cloned())
-    }
-
-    fn replace(
-        &self,
-        id: SessionId,
-        if_match: &EntityTagList,
-        version: Version,
-        now: SystemTime,
-    ) -> Result<ReplaceOutcome, StoreError> {
-        let mut sessions = self.lock();
-        let Some(current) = sessions.live(id, now) else {
-            return Ok(ReplaceOutcome::NotFound);
-        };
-        if !if_match.matches(&current.etag) {
-            return Ok(ReplaceOutcome::PreconditionFailed(current.clone()));
-        }
-        let Some(session) = sessions.by_id.get_mut(&id) else {
-            return Ok(ReplaceOutcome::NotFound);
-        };
-        session.payload = version.payload;
-        session.etag = version.etag;
-        session.last_modified = version.last_modified;
-        Ok(ReplaceOutcome::Replaced(session.clone()))
-    }
-
-    fn delete(&self, id: SessionId, now: SystemTime) -> Result<bool, StoreError> {
-        let mut sessions = self.lock();
-        let Some(session) = sessions.by_id.remove(&id) else {
-            return Ok(false);
-        };
-        sessions.by_expiry.remove(&(session.expires, id));
-        if session.is_expired(now) {
-            sessions.expired_total += 1;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn expired_total(&self) -> u64 {
-        self.lock().expired_total
-    }
-
-    fn live_count(&self, now: SystemTime) -> Result<usize, StoreError> {
-        let mut sessions = self.lock();
-        sessions.reclaim_expired(now);
-        Ok(sessions.by_id.len())
-    }
-
-    fn reclaim_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
-        Ok(self.lock().reclaim_expired(now))
+    fn maintain(&self, now: SystemTime) -> Result<Maintenance, StoreError> {
+        self.limiter.forget_idle(now);
+        let mut state = self.lock();
+        let expired = state.reclaim(now);
+        Ok(Maintenance {
+            expired,
+            live: state.by_id.len(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use bytes::Bytes;
 
     use super::*;
     use crate::entropy::SystemEntropy;
-    use crate::etag::EntityTagList;
+    use crate::store::Quota;
 
     const TTL: Duration = Duration::from_secs(120);
 
@@ -178,95 +273,113 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
     }
 
-    fn session(now: SystemTime) -> Session {
-        Session::create(Bytes::from_static(b"hello"), now, TTL, &SystemEntropy).unwrap()
+    fn new_session(quota: Option<Quota>) -> NewSession {
+        let id = SessionId::generate(start(), &SystemEntropy).unwrap();
+        NewSession {
+            id,
+            payload: Bytes::from_static(b"hello"),
+            etag: EntityTag::for_version(id, &[0; 16], b"hello"),
+            ttl: TTL,
+            quota,
+        }
+    }
+
+    fn run(store: &MemoryStore, action: Action, now: SystemTime) -> Executed {
+        let operation = Operation {
+            admission: None,
+            action,
+        };
+        store.execute(&operation, now).unwrap()
+    }
+
+    fn alice() -> ClientKey {
+        ClientKey::new("192.0.2.1".parse::<IpAddr>().unwrap())
     }
 
     #[test]
     fn full_store_refuses_without_evicting() {
         let store = MemoryStore::new(2);
-        let (a, b) = (session(start()), session(start() + Duration::from_secs(10)));
-        assert_eq!(
-            store.create(a.clone(), start()).unwrap(),
-            CreateOutcome::Created
-        );
-        assert_eq!(
-            store.create(b.clone(), start()).unwrap(),
-            CreateOutcome::Created
-        );
+        let (a, b) = (new_session(None), new_session(None));
+        run(&store, Action::Create(a.clone()), start());
+        run(&store, Action::Create(b), start() + Duration::from_secs(10));
         let later = start() + Duration::from_secs(20);
         assert_eq!(
-            store.create(session(later), later).unwrap(),
-            CreateOutcome::Full {
+            run(&store, Action::Create(new_session(None)), later).outcome,
+            Outcome::Full {
                 retry_after: Duration::from_secs(100)
             }
         );
-        assert_eq!(store.get(a.id, later).unwrap(), Some(a));
-        assert_eq!(store.get(b.id, later).unwrap(), Some(b));
-    }
-
-    #[test]
-    fn expiry_frees_room_and_memory() {
-        let store = MemoryStore::new(1);
-        store.create(session(start()), start()).unwrap();
-        let after = start() + TTL;
-        assert_eq!(store.reclaim_expired(after).unwrap(), 1);
-        assert_eq!(store.live_count(after).unwrap(), 0);
-        assert_eq!(
-            store.create(session(after), after).unwrap(),
-            CreateOutcome::Created
-        );
-    }
-
-    #[test]
-    fn expired_sessions_are_invisible_before_reclamation() {
-        let store = MemoryStore::new(10);
-        let s = session(start());
-        store.create(s.clone(), start()).unwrap();
-        let after = start() + TTL;
-        assert_eq!(store.get(s.id, after).unwrap(), None);
-        assert!(!store.delete(s.id, after).unwrap());
-        let version = Session::next_version(s.id, Bytes::new(), after, &SystemEntropy).unwrap();
-        assert_eq!(
-            store
-                .replace(s.id, &EntityTagList::Any, version, after)
-                .unwrap(),
-            ReplaceOutcome::NotFound
-        );
-    }
-
-    #[test]
-    fn replace_checks_the_current_tag() {
-        let store = MemoryStore::new(10);
-        let s = session(start());
-        store.create(s.clone(), start()).unwrap();
-        let stale = EntityTagList::Tags(vec!["nope".to_owned()]);
-        let version = Session::next_version(s.id, Bytes::new(), start(), &SystemEntropy).unwrap();
-        assert_eq!(
-            store
-                .replace(s.id, &stale, version.clone(), start())
-                .unwrap(),
-            ReplaceOutcome::PreconditionFailed(s.clone())
-        );
-        let current = EntityTagList::Tags(vec![s.etag.opaque().to_owned()]);
-        let ReplaceOutcome::Replaced(updated) = store
-            .replace(s.id, &current, version.clone(), start())
-            .unwrap()
-        else {
-            panic!("expected a replace");
+        let read = Action::Read {
+            id: a.id,
+            if_none_match: None,
         };
-        assert_eq!(updated.etag, version.etag);
-        assert_eq!(updated.expires, s.expires);
+        assert!(matches!(
+            run(&store, read, later).outcome,
+            Outcome::Found(_)
+        ));
     }
 
     #[test]
-    fn delete_removes_from_both_indexes() {
+    fn quota_counts_live_sessions_of_one_client() {
+        let store = MemoryStore::new(10);
+        let quota = Some(Quota {
+            client: alice(),
+            max: 1,
+        });
+        let first = new_session(quota);
+        run(&store, Action::Create(first.clone()), start());
+        assert_eq!(
+            run(&store, Action::Create(new_session(quota)), start()).outcome,
+            Outcome::QuotaExceeded { retry_after: TTL }
+        );
+        assert!(matches!(
+            run(&store, Action::Create(new_session(None)), start()).outcome,
+            Outcome::Created(_)
+        ));
+        run(&store, Action::Delete { id: first.id }, start());
+        assert!(matches!(
+            run(&store, Action::Create(new_session(quota)), start()).outcome,
+            Outcome::Created(_)
+        ));
+    }
+
+    #[test]
+    fn ended_sessions_are_invisible_then_reclaimed() {
         let store = MemoryStore::new(1);
-        let s = session(start());
-        store.create(s.clone(), start()).unwrap();
-        assert!(store.delete(s.id, start()).unwrap());
-        assert!(!store.delete(s.id, start()).unwrap());
-        assert_eq!(store.live_count(start()).unwrap(), 0);
-        assert_eq!(store.reclaim_expired(start() + TTL).unwrap(), 0);
+        let quota = Some(Quota {
+            client: alice(),
+            max: 1,
+        });
+        let session = new_session(quota);
+        run(&store, Action::Create(session.clone()), start());
+        let after = start() + TTL;
+        let read = Action::Read {
+            id: session.id,
+            if_none_match: None,
+        };
+        assert_eq!(run(&store, read, after).outcome, Outcome::NotFound);
+        assert_eq!(
+            store.maintain(after).unwrap(),
+            Maintenance {
+                expired: 1,
+                live: 0
+            }
+        );
+        let state = store.lock();
+        assert!(state.owned.is_empty() && state.expiring.is_empty());
+    }
+
+    #[test]
+    fn delete_of_an_ended_session_counts_it_expired() {
+        let store = MemoryStore::new(1);
+        let session = new_session(None);
+        run(&store, Action::Create(session.clone()), start());
+        assert_eq!(
+            run(&store, Action::Delete { id: session.id }, start() + TTL),
+            Executed {
+                outcome: Outcome::NotFound,
+                expired: 1
+            }
+        );
     }
 }

@@ -29,8 +29,8 @@ pub(crate) enum Op {
     /// A method the API does not serve on a path, or a preflight.
     Other(Target, OtherMethod),
     Advance(Advance),
-    /// What the module's periodic task does.
-    Reclaim,
+    /// What the module's periodic task does: free ended sessions, count live ones.
+    Maintain,
 }
 
 #[derive(Debug, Clone)]

@@ -70,6 +70,12 @@ impl Model {
         self.sessions.values().filter(|s| now < s.expires).count()
     }
 
+    /// Sessions that ended before anyone deleted them (deleting one afterwards changes
+    /// nothing: it had already ended).
+    pub(crate) fn ended_count(&self, now: SystemTime) -> usize {
+        self.sessions.values().filter(|s| now >= s.expires).count()
+    }
+
     pub(crate) fn pick(&self, index: Pick) -> Option<&str> {
         (!self.ids.is_empty()).then(|| self.ids[index.of(self.ids.len())].as_str())
     }

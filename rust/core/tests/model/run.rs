@@ -33,12 +33,11 @@ impl Run {
     pub(crate) fn step(&mut self, op: &Op) -> Result<(), String> {
         let now = self.now();
         let (request, expected) = match op {
-            Op::Advance(advance) => return self.advance(advance),
-            Op::Reclaim => {
-                let reclaimed = self.harness.rendezvous.reclaim_expired();
-                ensure!(reclaimed.is_ok(), "reclaim failed: {reclaimed:?}");
-                return self.check_live_count();
+            Op::Advance(advance) => {
+                self.advance(advance);
+                return Ok(());
             }
+            Op::Maintain => return self.check_maintenance(),
             Op::Create(upload) => {
                 let request = upload_request(Method::POST, CREATE_PATH, upload, None);
                 (request, self.expect_create(upload, now))
@@ -103,12 +102,12 @@ impl Run {
                 (plain_request(method.method(), &path, None), expected)
             }
         };
-        let response = self.harness.rendezvous.handle(&request);
+        let response = self.harness.service.handle(&request);
         self.seen.push(expected.label());
         let context = || describe(&request, &response);
         self.check(&request, &response, expected, now)
             .map_err(|why| format!("{why}\n{}", context()))?;
-        self.check_live_count()
+        self.check_expired_count(false)
     }
 
     pub(crate) fn expect_create(&self, upload: &Upload, now: SystemTime) -> Expected {
@@ -165,7 +164,7 @@ impl Run {
         }
     }
 
-    pub(crate) fn advance(&mut self, advance: &Advance) -> Result<(), String> {
+    pub(crate) fn advance(&mut self, advance: &Advance) {
         let now = self.now();
         let expiry = |index: Pick| {
             let id = self.model.pick(index)?;
@@ -182,16 +181,31 @@ impl Run {
             }
         };
         self.harness.clock.set(target);
-        self.check_live_count()
     }
 
-    pub(crate) fn check_live_count(&self) -> Result<(), String> {
-        let now = self.now();
-        let count = self.harness.rendezvous.live_count();
-        let expected = self.model.live_count(now);
+    /// What the module's periodic task does: the store must count exactly the model's live
+    /// sessions, and have removed (and counted) every ended one by now. Only at these
+    /// points, so that ended sessions also stay in the store between them, as they do
+    /// between two runs of the task.
+    pub(crate) fn check_maintenance(&self) -> Result<(), String> {
+        let found = self.harness.service.maintain();
+        let live = self.model.live_count(self.now());
         ensure!(
-            count == Ok(expected),
-            "live_count is {count:?}, the model has {expected} live sessions"
+            found.as_ref().is_ok_and(|found| found.live == live),
+            "maintenance found {found:?}, the model has {live} live sessions"
+        );
+        self.check_expired_count(true)
+    }
+
+    /// `sessions_expired` counts each session that ended without being deleted first, once,
+    /// when the store removes it: never more than have ended, and all of them right after a
+    /// maintenance run.
+    pub(crate) fn check_expired_count(&self, all_removed: bool) -> Result<(), String> {
+        let counted = self.harness.service.metrics().sessions_expired;
+        let ended = self.model.ended_count(self.now()) as u64;
+        ensure!(
+            counted == ended || (!all_removed && counted < ended),
+            "sessions_expired is {counted}, the model has {ended} ended sessions"
         );
         Ok(())
     }
@@ -209,11 +223,13 @@ pub(crate) fn run_ops(
         model: Model::default(),
         seen: Vec::new(),
     };
-    run.check_live_count()?;
+    run.check_maintenance()?;
     for (i, op) in ops.iter().enumerate() {
         run.step(op)
             .map_err(|why| format!("operation {i} ({op:?}): {why}"))?;
     }
+    run.check_maintenance()
+        .map_err(|why| format!("after the last operation: {why}"))?;
     Ok(run.seen)
 }
 

@@ -4,10 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use synapse_rendezvous_core::{
-    CreateOutcome, EntityTagList, MemoryStore, ReplaceOutcome, Session, SessionId, Store,
-    StoreError, Version,
-};
+use synapse_rendezvous_core::store::{Action, Executed, Maintenance, Operation, Outcome};
+use synapse_rendezvous_core::{EntityTagList, MemoryStore, Session, SessionId, Store, StoreError};
 
 use crate::checks::whole_seconds;
 use crate::run::run_ops;
@@ -30,58 +28,68 @@ pub(crate) struct Faulty {
 pub(crate) enum Fault {
     /// Writes whatever `If-Match` says.
     IgnoresPrecondition,
-    /// Keeps the creation time as `Last-Modified` on writes.
+    /// Keeps the previous `Last-Modified` on writes.
     KeepsLastModified,
     /// Keeps the old tag on writes of the same bytes (Synapse's weakness).
     TagsByPayload,
 }
 
+impl Faulty {
+    /// The live session `id`, as the inner store has it at `now`.
+    fn current(&self, id: SessionId, now: SystemTime) -> Result<Option<Session>, StoreError> {
+        let read = Operation {
+            admission: None,
+            action: Action::Read {
+                id,
+                if_none_match: None,
+            },
+        };
+        Ok(match self.inner.execute(&read, now)?.outcome {
+            Outcome::Found(session) => Some(session),
+            _ => None,
+        })
+    }
+}
+
 impl Store for Faulty {
-    fn create(&self, session: Session, now: SystemTime) -> Result<CreateOutcome, StoreError> {
-        self.inner.create(session, now)
-    }
-
-    fn get(&self, id: SessionId, now: SystemTime) -> Result<Option<Session>, StoreError> {
-        self.inner.get(id, now)
-    }
-
-    fn replace(
-        &self,
-        id: SessionId,
-        if_match: &EntityTagList,
-        mut version: Version,
-        now: SystemTime,
-    ) -> Result<ReplaceOutcome, StoreError> {
-        let current = self.inner.get(id, now)?;
-        match (self.fault, current) {
+    fn execute(&self, operation: &Operation, now: SystemTime) -> Result<Executed, StoreError> {
+        let Action::Replace {
+            id,
+            if_match,
+            payload,
+            etag,
+        } = &operation.action
+        else {
+            return self.inner.execute(operation, now);
+        };
+        let mut corrupted = operation.clone();
+        let mut at = now;
+        match (self.fault, self.current(*id, now)?) {
             (Fault::IgnoresPrecondition, _) => {
-                return self.inner.replace(id, &EntityTagList::Any, version, now)
+                corrupted.action = Action::Replace {
+                    id: *id,
+                    if_match: EntityTagList::Any,
+                    payload: payload.clone(),
+                    etag: etag.clone(),
+                };
             }
-            (Fault::KeepsLastModified, Some(current)) => {
-                version.last_modified = current.last_modified;
-            }
-            (Fault::TagsByPayload, Some(current)) if current.payload == version.payload => {
-                version.etag = current.etag;
+            // The store stamps a write with its `now`: an older one keeps the old time.
+            (Fault::KeepsLastModified, Some(current)) => at = current.last_modified,
+            (Fault::TagsByPayload, Some(current)) if current.payload == payload => {
+                corrupted.action = Action::Replace {
+                    id: *id,
+                    if_match: if_match.clone(),
+                    payload: payload.clone(),
+                    etag: current.etag,
+                };
             }
             _ => {}
         }
-        self.inner.replace(id, if_match, version, now)
+        self.inner.execute(&corrupted, at)
     }
 
-    fn delete(&self, id: SessionId, now: SystemTime) -> Result<bool, StoreError> {
-        self.inner.delete(id, now)
-    }
-
-    fn live_count(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.inner.live_count(now)
-    }
-
-    fn reclaim_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.inner.reclaim_expired(now)
-    }
-
-    fn expired_total(&self) -> u64 {
-        self.inner.expired_total()
+    fn maintain(&self, now: SystemTime) -> Result<Maintenance, StoreError> {
+        self.inner.maintain(now)
     }
 }
 

@@ -119,7 +119,7 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
         1 => target_strategy().prop_map(Op::Delete),
         1 => (target_strategy(), other_method_strategy()).prop_map(|(t, m)| Op::Other(t, m)),
         3 => advance_strategy().prop_map(Op::Advance),
-        1 => Just(Op::Reclaim),
+        1 => Just(Op::Maintain),
     ]
 }
 

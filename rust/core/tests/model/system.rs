@@ -1,4 +1,4 @@
-//! The system under test: a [`Rendezvous`] with small limits, a manual clock and
+//! The system under test: a [`Service`] with small limits, a manual clock and
 //! deterministic entropy, over whichever store a test supplies.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use synapse_rendezvous_core::rate_limit::RateLimitConfig;
 
 // Poor but never-repeating randomness, so that a failing sequence replays identically.
 use crate::support::CountingEntropy;
-use synapse_rendezvous_core::{Config, ManualClock, Rendezvous, Routes, Store};
+use synapse_rendezvous_core::{Config, ManualClock, Rendezvous, Routes, Service, Store};
 
 /// Small, so that capacity refusals happen often.
 pub(crate) const CAPACITY: usize = 3;
@@ -25,7 +25,7 @@ pub(crate) type StoreFactory<'a> = &'a dyn Fn(usize) -> Arc<dyn Store>;
 
 pub(crate) struct Harness {
     pub(crate) clock: Arc<ManualClock>,
-    pub(crate) rendezvous: Rendezvous,
+    pub(crate) service: Service,
 }
 
 impl Harness {
@@ -45,13 +45,12 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(start));
         let rendezvous = Rendezvous::new(
             config,
-            store,
-            clock.clone(),
             Arc::new(CountingEntropy::default()),
             Routes::takeover(),
             BASEURL,
         );
-        Self { clock, rendezvous }
+        let service = Service::new(rendezvous, store, clock.clone());
+        Self { clock, service }
     }
 }
 

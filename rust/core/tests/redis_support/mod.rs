@@ -7,6 +7,14 @@
 
 #![allow(dead_code)]
 
+mod linked;
+mod operations;
+
+pub use linked::LinkedRedis;
+// Each test crate that includes this module uses a different part of it.
+#[allow(unused_imports)]
+pub use operations::{create, delete, new_session, read, replace, run, TTL};
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,10 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use synapse_rendezvous_core::{RedisConfig, RedisStore, Session, SystemEntropy};
+use synapse_rendezvous_core::RedisConfig;
 
 /// Longest any single test may run.
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -128,17 +135,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// A session created now with a two-minute lifetime.
-pub fn fresh(payload: &'static [u8]) -> Session {
-    Session::create(
-        Bytes::from_static(payload),
-        SystemTime::now(),
-        Duration::from_secs(120),
-        &SystemEntropy,
-    )
-    .expect("entropy")
-}
-
 /// `redis://` URL of a server on `port`.
 pub fn url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}/")
@@ -158,18 +154,29 @@ pub fn config(prefix: &str, timeout: Duration) -> RedisConfig {
         url: None,
         key_prefix: prefix.to_owned(),
         timeout,
-        pool_size: 4,
+        pool_size: 1,
+        max_pending: None,
     }
 }
 
-/// A store on the server at `port`.
-pub fn store(port: u16, prefix: &str, capacity: usize) -> RedisStore {
-    RedisStore::connect(
+/// A store on the server at `port`, on Redis's own clock.
+pub fn store(port: u16, prefix: &str, capacity: usize) -> LinkedRedis {
+    LinkedRedis::new(
         &url(port),
         &config(prefix, Duration::from_secs(2)),
         capacity,
+        false,
     )
-    .expect("a valid URL")
+}
+
+/// A store on the server at `port` whose time is the `now` of each operation.
+pub fn store_on_caller_clock(port: u16, prefix: &str, capacity: usize) -> LinkedRedis {
+    LinkedRedis::new(
+        &url(port),
+        &config(prefix, Duration::from_secs(2)),
+        capacity,
+        true,
+    )
 }
 
 /// Whether a server answers `PING` on `port` within a short while.

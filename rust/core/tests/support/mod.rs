@@ -1,5 +1,5 @@
-//! Helpers for the spec tests: a [`Harness`] around a [`Rendezvous`] driven by a
-//! [`ManualClock`], a request builder, and assertions on replies.
+//! Helpers for the spec tests: a [`Harness`] around a [`Service`] over a [`MemoryStore`],
+//! driven by a [`ManualClock`], a request builder, and assertions on replies.
 
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
@@ -12,10 +12,12 @@ use bytes::Bytes;
 use headers::{Date, Expires, Header, HeaderMapExt, LastModified};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
+use synapse_rendezvous_core::metrics::MetricsSnapshot;
 use synapse_rendezvous_core::rate_limit::ClientKey;
+use synapse_rendezvous_core::store::Maintenance;
 use synapse_rendezvous_core::{
-    Clock, Config, Entropy, EntropyError, ManualClock, MemoryStore, Rendezvous, Routes, SessionId,
-    SystemEntropy, CREATE_PATH, SESSION_PREFIX,
+    Clock, Config, Entropy, EntropyError, ManualClock, MemoryStore, Rendezvous, Routes, Service,
+    SessionId, Store, SystemEntropy, CREATE_PATH, SESSION_PREFIX,
 };
 
 /// The homeserver's `public_baseurl` in every harness unless told otherwise.
@@ -49,12 +51,12 @@ impl Entropy for CountingEntropy {
     }
 }
 
-/// One [`Rendezvous`] with a manual clock that starts at [`start`].
+/// One [`Service`] with a manual clock that starts at [`start`].
 pub struct Harness {
     /// The clock every request is stamped with.
     pub clock: Arc<ManualClock>,
-    /// The API under test.
-    pub rendezvous: Rendezvous,
+    /// The API under test, over its store.
+    pub service: Service,
 }
 
 impl Harness {
@@ -114,23 +116,38 @@ impl Harness {
         Self::build(Config::default(), Routes::takeover(), entropy, BASEURL)
     }
 
+    /// `config` over `store` instead of a memory store of the configured capacity.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Self {
+        Self::build_on(
+            config,
+            Routes::takeover(),
+            Arc::new(SystemEntropy),
+            BASEURL,
+            store,
+        )
+    }
+
     fn build(
         config: Config,
         routes: Routes,
         entropy: Arc<dyn Entropy>,
         public_baseurl: &str,
     ) -> Self {
-        let clock = Arc::new(ManualClock::new(start()));
         let store = Arc::new(MemoryStore::new(config.capacity));
-        let rendezvous = Rendezvous::new(
-            config,
-            store,
-            clock.clone(),
-            entropy,
-            routes,
-            public_baseurl,
-        );
-        Self { clock, rendezvous }
+        Self::build_on(config, routes, entropy, public_baseurl, store)
+    }
+
+    fn build_on(
+        config: Config,
+        routes: Routes,
+        entropy: Arc<dyn Entropy>,
+        public_baseurl: &str,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let clock = Arc::new(ManualClock::new(start()));
+        let rendezvous = Rendezvous::new(config, entropy, routes, public_baseurl);
+        let service = Service::new(rendezvous, store, clock.clone());
+        Self { clock, service }
     }
 
     /// Moves the clock forward by `secs` seconds.
@@ -196,9 +213,24 @@ impl Harness {
         self.request(Method::DELETE, url).send()
     }
 
-    /// `live_count()`, which must not fail on the memory store.
+    /// One maintenance run at the clock's time, which must not fail on the memory store.
+    pub fn maintain(&self) -> Maintenance {
+        self.service.maintain().expect("maintain")
+    }
+
+    /// How many sessions are live, by a maintenance run.
     pub fn live_count(&self) -> usize {
-        self.rendezvous.live_count().expect("live_count")
+        self.maintain().live
+    }
+
+    /// How many ended sessions a maintenance run removed.
+    pub fn reclaim_expired(&self) -> usize {
+        self.maintain().expired
+    }
+
+    /// Every counter of the API.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.service.metrics()
     }
 }
 
@@ -331,7 +363,7 @@ impl Req<'_> {
         Reply {
             label,
             now: self.harness.clock.now(),
-            response: self.harness.rendezvous.handle(&request),
+            response: self.harness.service.handle(&request),
         }
     }
 }

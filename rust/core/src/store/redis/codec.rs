@@ -1,125 +1,77 @@
-//! How session fields are written to and read back from Redis: times as whole milliseconds
-//! plus the nanoseconds within the millisecond, and replies decoded strictly, so that anything
-//! unexpected is [`StoreError::Corrupt`] rather than a wrong answer.
+//! The replies of the scripts, decoded strictly: anything a script does not promise is
+//! [`StoreError::Corrupt`] rather than a wrong answer, and no stored value can make a later
+//! step (such as formatting an HTTP date) fail.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ::redis::Value;
 use bytes::Bytes;
 
+use crate::clock::from_unix_millis;
 use crate::etag::EntityTag;
 use crate::id::SessionId;
 use crate::session::Session;
-use crate::store::StoreError;
+use crate::store::{Executed, Meta, Outcome, StoreError};
 
-/// The hash fields of a session, in the order scripts and `HMGET` return them.
-pub(super) const FIELDS: [&str; 6] = [
-    "payload",
-    "etag",
-    "last_modified",
-    "last_modified_ns",
-    "expires",
-    "expires_ns",
-];
-
-/// Largest millisecond count a Lua number (a double) holds exactly.
-const MAX_EXACT_MILLIS: u64 = (1 << 53) - 1;
-
-const NANOS_PER_MILLI: u32 = 1_000_000;
-
-/// A time as Redis stores it: milliseconds since the Unix epoch and the nanoseconds within
-/// that millisecond.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Millis {
-    pub(super) ms: u64,
-    pub(super) ns: u32,
-}
-
-impl Millis {
-    /// Splits `time`. Times before the epoch count as the epoch and times past year 285 000
-    /// as that year: neither occurs with a working clock.
-    pub(super) fn from_time(time: SystemTime) -> Self {
-        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
-        if ms > MAX_EXACT_MILLIS {
-            return Self {
-                ms: MAX_EXACT_MILLIS,
-                ns: 0,
-            };
-        }
-        Self {
-            ms,
-            ns: since.subsec_nanos() % NANOS_PER_MILLI,
-        }
-    }
-
-    /// The time back, or `None` for values no [`Millis::from_time`] produces.
-    pub(super) fn to_time(self) -> Option<SystemTime> {
-        if self.ms > MAX_EXACT_MILLIS || self.ns >= NANOS_PER_MILLI {
-            return None;
-        }
-        UNIX_EPOCH
-            .checked_add(Duration::from_millis(self.ms) + Duration::from_nanos(self.ns.into()))
-    }
-
-    /// The first whole millisecond at or after this time: when Redis may drop the key.
-    pub(super) fn ceil_ms(self) -> u64 {
-        self.ms + u64::from(self.ns > 0)
-    }
-}
+/// The last millisecond of the year 9999: HTTP dates cannot go further.
+const LAST_HTTP_DATE_MILLIS: u64 = 253_402_300_799_999;
 
 /// A reply that is not what the script promises.
 pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unexpected reply from Redis: {what}"))
 }
 
-/// The integer of an integer reply.
-pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
-    match value {
-        Value::Int(n) => Ok(*n),
-        _ => Err(corrupt("expected an integer")),
-    }
-}
-
-/// A count from an integer reply.
-pub(super) fn count(value: &Value) -> Result<usize, StoreError> {
-    usize::try_from(int(value)?).map_err(|_| corrupt("negative count"))
-}
-
-/// The elements of an array reply.
+/// The elements of an array reply; a server error becomes the error it is.
 pub(super) fn array(value: Value) -> Result<Vec<Value>, StoreError> {
     match value {
         Value::Array(items) => Ok(items),
+        // A key under the prefix that the store did not write (a string where a session hash
+        // belongs): bad data, which waiting will not fix.
+        Value::ServerError(error) if error.code() == "WRONGTYPE" => {
+            Err(StoreError::Corrupt(format!(
+                "a key is not what the store writes: {}",
+                error.details().unwrap_or_default()
+            )))
+        }
+        Value::ServerError(error) => Err(StoreError::Unavailable(format!(
+            "Redis refused the call: {} {}",
+            error.code(),
+            error.details().unwrap_or_default()
+        ))),
         _ => Err(corrupt("expected an array")),
     }
 }
 
-/// A time from its two parts, each an integer or a decimal string.
-pub(super) fn time(ms: &Value, ns: &Value) -> Result<SystemTime, StoreError> {
-    let ms = number(ms)?;
-    let ns = u32::try_from(number(ns)?).map_err(|_| corrupt("sub-millisecond part too large"))?;
-    Millis { ms, ns }
-        .to_time()
-        .ok_or_else(|| corrupt("time out of range"))
-}
-
-fn number(value: &Value) -> Result<u64, StoreError> {
+/// The integer of an integer reply (or of a decimal string).
+pub(super) fn int(value: &Value) -> Result<u64, StoreError> {
     match value {
-        Value::Int(n) => u64::try_from(*n).map_err(|_| corrupt("negative time")),
+        Value::Int(n) => u64::try_from(*n).map_err(|_| corrupt("negative number")),
         Value::BulkString(bytes) => std::str::from_utf8(bytes)
             .ok()
             .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|text| text.parse().ok())
-            .ok_or_else(|| corrupt("time is not a decimal integer")),
-        _ => Err(corrupt("missing time")),
+            .ok_or_else(|| corrupt("not a decimal integer")),
+        _ => Err(corrupt("expected a number")),
     }
 }
 
-fn bytes(value: Value) -> Result<Bytes, StoreError> {
-    match value {
-        Value::BulkString(bytes) => Ok(Bytes::from(bytes)),
-        _ => Err(corrupt("missing payload")),
+/// A count.
+pub(super) fn count(value: &Value) -> Result<usize, StoreError> {
+    usize::try_from(int(value)?).map_err(|_| corrupt("count too large"))
+}
+
+/// A time in milliseconds since the epoch, within what an HTTP date can say.
+pub(super) fn time(value: &Value) -> Result<SystemTime, StoreError> {
+    let millis = int(value)?;
+    if millis > LAST_HTTP_DATE_MILLIS {
+        return Err(corrupt("time beyond the year 9999"));
     }
+    from_unix_millis(millis).ok_or_else(|| corrupt("time out of range"))
+}
+
+/// A wait in milliseconds.
+fn wait(value: &Value) -> Result<Duration, StoreError> {
+    Ok(Duration::from_millis(int(value)?))
 }
 
 fn etag(value: &Value) -> Result<EntityTag, StoreError> {
@@ -132,102 +84,187 @@ fn etag(value: &Value) -> Result<EntityTag, StoreError> {
         .ok_or_else(|| corrupt("etag is not a valid entity tag"))
 }
 
-/// The session stored under `id`, from the [`FIELDS`] in order; `None` when none of them is
-/// set (no such key).
-///
-/// # Errors
-/// [`StoreError::Corrupt`] when only some fields are set or one does not decode.
-pub(super) fn session(id: SessionId, fields: Vec<Value>) -> Result<Option<Session>, StoreError> {
-    if fields.iter().all(|field| matches!(field, Value::Nil)) {
-        return Ok(None);
-    }
-    let [payload, tag, last_modified, last_modified_ns, expires, expires_ns]: [Value; 6] = fields
-        .try_into()
-        .map_err(|_| corrupt("expected six session fields"))?;
-    Ok(Some(Session {
-        id,
-        etag: etag(&tag)?,
-        last_modified: time(&last_modified, &last_modified_ns)?,
-        expires: time(&expires, &expires_ns)?,
-        payload: bytes(payload)?,
-    }))
+fn meta(etag_value: &Value, last_modified: &Value, expires: &Value) -> Result<Meta, StoreError> {
+    Ok(Meta {
+        etag: etag(etag_value)?,
+        last_modified: time(last_modified)?,
+        expires: time(expires)?,
+    })
+}
+
+/// What a session script did. `id` and `new` describe the request: the session asked for,
+/// and for a create or a replace the tag and lifetime it sent.
+pub(super) struct Request<'a> {
+    pub(super) id: SessionId,
+    pub(super) new_etag: Option<&'a EntityTag>,
+    pub(super) ttl: Duration,
+}
+
+/// Decodes the reply of a session script; `reply` is `{status, now, ...}`.
+pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, StoreError> {
+    let mut items = array(reply)?;
+    let (status, now) = match items.as_slice() {
+        [status, now, ..] => (int(status)?, time(now)?),
+        _ => return Err(corrupt("short reply")),
+    };
+    let new_etag = || {
+        request
+            .new_etag
+            .cloned()
+            .ok_or_else(|| corrupt("a status for another request"))
+    };
+    let outcome = match (status, &items[2..]) {
+        (0, [dropped]) => {
+            return Ok(Executed {
+                outcome: Outcome::Created(Meta {
+                    etag: new_etag()?,
+                    last_modified: now,
+                    expires: now + request.ttl,
+                }),
+                expired: count(dropped)?,
+            })
+        }
+        (1, [retry]) => Outcome::RateLimited {
+            retry_after: wait(retry)?,
+        },
+        (2, [retry]) => Outcome::QuotaExceeded {
+            retry_after: wait(retry)?,
+        },
+        (3, [retry, dropped]) => {
+            return Ok(Executed {
+                outcome: Outcome::Full {
+                    retry_after: wait(retry)?,
+                },
+                expired: count(dropped)?,
+            })
+        }
+        (4, []) => Outcome::NotFound,
+        (4, [dropped]) => {
+            return Ok(Executed {
+                outcome: Outcome::NotFound,
+                expired: count(dropped)?,
+            })
+        }
+        (5, [tag, last_modified, expires, length]) => Outcome::NotModified {
+            meta: meta(tag, last_modified, expires)?,
+            length: count(length)?,
+        },
+        (6, [tag, last_modified, expires, _]) => {
+            let meta = meta(tag, last_modified, expires)?;
+            let Some(Value::BulkString(payload)) = items.pop() else {
+                return Err(StoreError::Corrupt(format!(
+                    "session {} has no payload",
+                    request.id
+                )));
+            };
+            Outcome::Found(Session {
+                id: request.id,
+                payload: Bytes::from(payload),
+                etag: meta.etag,
+                last_modified: meta.last_modified,
+                expires: meta.expires,
+            })
+        }
+        (7, [expires]) => Outcome::Replaced(Meta {
+            etag: new_etag()?,
+            last_modified: now,
+            expires: time(expires)?,
+        }),
+        (8, [tag, last_modified, expires]) => {
+            Outcome::PreconditionFailed(meta(tag, last_modified, expires)?)
+        }
+        (9, []) => Outcome::Deleted,
+        (10, []) => {
+            return Err(StoreError::Corrupt(format!(
+                "session {} is missing fields",
+                request.id
+            )))
+        }
+        _ => return Err(corrupt("unknown status")),
+    };
+    Ok(Executed::only(outcome))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entropy::SystemEntropy;
 
-    #[test]
-    fn times_round_trip_to_the_nanosecond() {
-        let time = UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
-        let millis = Millis::from_time(time);
-        assert_eq!(
-            millis,
-            Millis {
-                ms: 1_800_000_000_123,
-                ns: 456_789
-            }
-        );
-        assert_eq!(millis.to_time(), Some(time));
-        assert_eq!(millis.ceil_ms(), 1_800_000_000_124);
-        let whole = Millis::from_time(UNIX_EPOCH + Duration::from_millis(5));
-        assert_eq!(whole.ceil_ms(), 5);
+    fn id() -> SessionId {
+        SessionId::generate(SystemTime::UNIX_EPOCH, &SystemEntropy).unwrap()
+    }
+
+    fn read(reply: Vec<Value>) -> Result<Executed, StoreError> {
+        let request = Request {
+            id: id(),
+            new_etag: None,
+            ttl: Duration::ZERO,
+        };
+        executed(&request, Value::Array(reply))
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
     }
 
     #[test]
-    fn out_of_range_times_are_clamped_or_refused() {
-        let before = UNIX_EPOCH - Duration::from_secs(1);
-        assert_eq!(Millis::from_time(before), Millis { ms: 0, ns: 0 });
+    fn a_found_session_decodes() {
+        let found = read(vec![
+            Value::Int(6),
+            Value::Int(5),
+            bulk("abc"),
+            bulk("1000"),
+            Value::Int(2000),
+            bulk("payload"),
+        ])
+        .unwrap();
+        let Outcome::Found(session) = found.outcome else {
+            panic!("{found:?}");
+        };
+        assert_eq!(session.payload.as_ref(), b"payload");
         assert_eq!(
-            Millis {
-                ms: 1,
-                ns: NANOS_PER_MILLI
-            }
-            .to_time(),
-            None
-        );
-        assert_eq!(
-            Millis {
-                ms: MAX_EXACT_MILLIS + 1,
-                ns: 0
-            }
-            .to_time(),
-            None
+            session.expires,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(2)
         );
     }
 
     #[test]
-    fn malformed_fields_are_corrupt() {
-        let id: SessionId = "01J9ZQ4V7S0000000000000000".parse().unwrap();
+    fn malformed_replies_are_corrupt() {
         let good = || {
             vec![
-                Value::BulkString(b"x".to_vec()),
-                Value::BulkString(b"abc".to_vec()),
-                Value::BulkString(b"5".to_vec()),
-                Value::BulkString(b"0".to_vec()),
-                Value::BulkString(b"6".to_vec()),
-                Value::BulkString(b"1".to_vec()),
+                Value::Int(5),
+                Value::Int(5),
+                bulk("abc"),
+                bulk("1000"),
+                bulk("2000"),
+                Value::Int(3),
             ]
         };
-        assert!(session(id, good()).unwrap().is_some());
-        assert_eq!(session(id, vec![Value::Nil; 6]), Ok(None));
+        assert!(read(good()).is_ok());
         for (index, bad) in [
-            (0, Value::Nil),
-            (1, Value::BulkString(b"a\"b".to_vec())),
-            (2, Value::BulkString(b"-5".to_vec())),
-            (3, Value::BulkString(b"1000000".to_vec())),
-            (4, Value::BulkString(b"".to_vec())),
+            (2, bulk("a\"b")),
+            (3, bulk("-5")),
+            (4, bulk("")),
+            (
+                4,
+                Value::Int(i64::try_from(LAST_HTTP_DATE_MILLIS).unwrap() + 1),
+            ),
             (5, Value::Nil),
         ] {
-            let mut fields = good();
-            fields[index] = bad;
+            let mut reply = good();
+            reply[index] = bad;
             assert!(
-                matches!(session(id, fields), Err(StoreError::Corrupt(_))),
+                matches!(read(reply), Err(StoreError::Corrupt(_))),
                 "field {index}"
             );
         }
         assert!(matches!(
-            session(id, good()[..5].to_vec()),
+            read(good()[..4].to_vec()),
+            Err(StoreError::Corrupt(_))
+        ));
+        // A create's status on a read: nothing to take the tag from.
+        assert!(matches!(
+            read(vec![Value::Int(0), Value::Int(5), Value::Int(0)]),
             Err(StoreError::Corrupt(_))
         ));
     }

@@ -1,37 +1,105 @@
--- Shared by every script (prepended to each). A time is two integers: whole milliseconds
--- since the Unix epoch (exact in a Lua number up to 2^53) and the nanoseconds within that
--- millisecond, so that every comparison is as exact as the store's own SystemTime.
+-- Shared by every script (prepended to each). Times are whole milliseconds since the Unix
+-- epoch (exact in a Lua number). They come from Redis's own clock, so that every process
+-- sharing this Redis agrees on expiry and token refill whatever its own clock says, unless
+-- the caller passes a time (ARGV[1]; the tests drive a manual clock through it).
 
--- Whether a session expiring at (expires_ms, expires_ns) has ended at (now_ms, now_ns);
--- nil when the stored values are missing or not numbers.
-local function is_expired(expires_ms, expires_ns, now_ms, now_ns)
-  local ms, ns = tonumber(expires_ms), tonumber(expires_ns)
-  if not ms or not ns then
-    return nil
-  end
-  return now_ms > ms or (now_ms == ms and now_ns >= ns)
+-- Redis before 5.0 replicates scripts verbatim and refuses writes after TIME without this;
+-- later versions treat it as a no-op.
+if redis.replicate_commands then
+  redis.replicate_commands()
 end
 
--- Drops the index entries and the keys of every session that has ended at now; returns how
--- many index entries were dropped. Scores are whole milliseconds, so entries scored before
--- now's millisecond have certainly ended, and those scored in it are checked one by one.
-local function trim(index, prefix, now_ms_text, now_ms, now_ns)
-  local ended = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. now_ms_text)
-  for _, id in ipairs(ended) do
-    redis.call('DEL', prefix .. 'session:' .. id)
+local function clock(given)
+  if given ~= '' then
+    return tonumber(given)
   end
-  local dropped = 0
-  if #ended > 0 then
-    dropped = redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now_ms_text)
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- An integer as Redis arguments want it: tostring would write large ones in exponent form.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- One token-bucket step, the same arithmetic as rate_limit/bucket.rs. Returns 0 when a token
+-- was taken, else the milliseconds until one is available. An empty rate means no limit.
+local function take_token(key, now, rate_text, burst_text)
+  if rate_text == '' then
+    return 0
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, now_ms_text, now_ms_text)) do
-    local key = prefix .. 'session:' .. id
-    local ns = tonumber(redis.call('HGET', key, 'expires_ns'))
-    if not ns or now_ns >= ns then
-      redis.call('DEL', key)
-      dropped = dropped + redis.call('ZREM', index, id)
+  local rate, burst = tonumber(rate_text), tonumber(burst_text)
+  local state = redis.call('HMGET', key, 'tokens', 'updated')
+  local tokens = tonumber(state[1]) or burst
+  local updated = tonumber(state[2]) or now
+  if now > updated then
+    tokens = math.min(burst, tokens + (now - updated) / 1000 * rate)
+    updated = now
+  end
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = math.max(1, math.ceil((1 - tokens) / rate * 1000))
+  end
+  redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'updated', int(updated))
+  -- Once full again a bucket says nothing: let Redis drop it then, so memory stays bounded.
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  return wait
+end
+
+-- Whether the tag list in ARGV from `first` on ('1' for `*`, else '0', then the opaque tags)
+-- names `etag`.
+local function matches(etag, first)
+  if ARGV[first] == '1' then
+    return true
+  end
+  for i = first + 1, #ARGV do
+    if ARGV[i] == etag then
+      return true
     end
   end
-  return dropped
+  return false
 end
 
+-- The validators of a live session: {etag, last_modified, expires}, or nil and the status
+-- to answer (4: no live session, 10: a hash with fields missing).
+local function live_meta(key, now)
+  local meta = redis.call('HMGET', key, 'etag', 'last_modified', 'expires')
+  if not meta[1] and not meta[2] and not meta[3] then
+    -- No session, unless a hash with none of these fields is there: not one the store wrote.
+    if redis.call('EXISTS', key) == 0 then
+      return nil, 4
+    end
+    return nil, 10
+  end
+  local expires = tonumber(meta[3])
+  if not meta[1] or not tonumber(meta[2]) or not expires then
+    return nil, 10
+  end
+  if expires <= now then
+    return nil, 4
+  end
+  return meta
+end
+
+-- Drops up to `limit` sessions that have ended at `now`: their keys, their index entries and
+-- their entries in their client's set. Returns how many.
+local function trim(index, prefix, now, limit)
+  local ended = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(ended) do
+    local key = prefix .. 'session:' .. id
+    local owner = redis.call('HGET', key, 'owner')
+    if owner then
+      redis.call('ZREM', prefix .. 'client:' .. owner, id)
+    end
+    redis.call('DEL', key)
+    redis.call('ZREM', index, id)
+  end
+  return #ended
+end
+
+-- How many sessions of the index are live at `now`.
+local function live_count(index, now)
+  return redis.call('ZCARD', index) - redis.call('ZCOUNT', index, '-inf', int(now))
+end

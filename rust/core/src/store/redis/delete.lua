@@ -1,13 +1,23 @@
--- Removes a session, live or not.
--- KEYS: session key, index. ARGV: now_ms, now_ns, id.
--- Returns 1 when a live session was removed, 2 when an ended one was, else 0.
-local expires = redis.call('HMGET', KEYS[1], 'expires', 'expires_ns')
-local removed = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-if removed == 1 and is_expired(expires[1], expires[2], tonumber(ARGV[1]), tonumber(ARGV[2])) == false then
-  return 1
+-- Removes a session, live or not, from every index.
+-- KEYS: bucket, session key, index.
+-- ARGV: now ('' for Redis's clock), rate ('' for no limit), burst, key prefix, id.
+-- Returns {1, now, wait} when rate limited, {9, now} when a live session was removed,
+-- {4, now, dropped} otherwise (dropped is 1 when an ended session was removed).
+local now = clock(ARGV[1])
+local wait = take_token(KEYS[1], now, ARGV[2], ARGV[3])
+if wait > 0 then
+  return {1, now, wait}
 end
-if removed == 1 then
-  return 2
+local meta = redis.call('HMGET', KEYS[2], 'expires', 'owner')
+local indexed = redis.call('ZREM', KEYS[3], ARGV[5])
+if meta[2] then
+  redis.call('ZREM', ARGV[4] .. 'client:' .. meta[2], ARGV[5])
 end
-return 0
+if redis.call('DEL', KEYS[2]) == 0 then
+  return {4, now, indexed}
+end
+local expires = tonumber(meta[1])
+if expires and expires > now then
+  return {9, now}
+end
+return {4, now, 1}

@@ -1,0 +1,128 @@
+//! Opens the store a configuration asks for: the memory store (restoring its snapshot), or
+//! the Redis store with the address and bounds of its connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{Config, ConfigError, StoreConfig};
+use crate::store::redis::{LinkConfig, Target};
+use crate::store::snapshot::{self, SnapshotError};
+use crate::store::{MemoryStore, RedisStore};
+
+/// An opened store.
+pub enum Backend {
+    /// Sessions in this process.
+    Memory {
+        /// The store.
+        store: Arc<MemoryStore>,
+        /// Where to save it at shutdown, if anywhere.
+        snapshot_path: Option<PathBuf>,
+    },
+    /// Sessions in Redis.
+    Redis {
+        /// How operations become calls.
+        store: RedisStore,
+        /// Where the server is.
+        target: Target,
+        /// The bounds of the connections.
+        link: LinkConfig,
+    },
+}
+
+/// A line for the operator's log, with its level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Worth knowing.
+    Info(String),
+    /// Something went wrong, but serving goes on.
+    Warning(String),
+}
+
+impl Backend {
+    /// Opens the store of `config`; `default_redis_url` is the homeserver's own Redis, used
+    /// when `redis.url` is not set. A memory store restores its snapshot, if one is
+    /// configured and present; what happened is in the notices.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the Redis store has no URL or an unusable one.
+    pub fn open(
+        config: &Config,
+        default_redis_url: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(Self, Vec<Notice>), ConfigError> {
+        match &config.store {
+            StoreConfig::Memory { snapshot_path } => {
+                let store = Arc::new(MemoryStore::new(config.capacity));
+                let notices = snapshot_path
+                    .iter()
+                    .map(|path| restore(&store, path, now))
+                    .collect();
+                let backend = Self::Memory {
+                    store,
+                    snapshot_path: snapshot_path.clone(),
+                };
+                Ok((backend, notices))
+            }
+            StoreConfig::Redis(redis) => {
+                let url = redis.url.as_deref().or(default_redis_url).ok_or_else(|| {
+                    ConfigError::new(
+                        "redis.url",
+                        "is required with `store: redis` when the homeserver's own `redis:` \
+                         section is not enabled",
+                    )
+                })?;
+                let target = Target::parse(url)
+                    .map_err(|error| ConfigError::new("redis.url", error.to_string()))?;
+                let link = LinkConfig {
+                    connections: usize::try_from(redis.pool_size).unwrap_or(1),
+                    max_pending: redis.pending_limit(),
+                    timeout: redis.timeout,
+                };
+                let backend = Self::Redis {
+                    store: RedisStore::new(redis, config.capacity),
+                    target,
+                    link,
+                };
+                Ok((backend, Vec::new()))
+            }
+        }
+    }
+
+    /// Saves the live sessions of a memory store to its snapshot; how many, or `None` when
+    /// there is nothing to save to.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] when the snapshot cannot be written.
+    pub fn save_snapshot(&self, now: SystemTime) -> Result<Option<usize>, SnapshotError> {
+        let Self::Memory {
+            store,
+            snapshot_path: Some(path),
+        } = self
+        else {
+            return Ok(None);
+        };
+        let sessions = store.live_sessions(now);
+        snapshot::save(path, &sessions)?;
+        Ok(Some(sessions.len()))
+    }
+}
+
+fn restore(store: &MemoryStore, path: &Path, now: SystemTime) -> Notice {
+    match snapshot::take(path, now) {
+        Ok(None) => Notice::Info(format!("no session snapshot at {}", path.display())),
+        Ok(Some(sessions)) => {
+            let found = sessions.len();
+            let restored = store.restore(sessions, now);
+            Notice::Info(format!(
+                "restored {restored} of {found} live sessions from {}",
+                path.display()
+            ))
+        }
+        // Never fatal: losing sessions in progress beats a homeserver that cannot start.
+        Err(error) => Notice::Warning(format!(
+            "ignoring session snapshot {}: {error}",
+            path.display()
+        )),
+    }
+}

@@ -1,0 +1,242 @@
+//! The shared store: sessions in Redis, so that every process (Synapse's main process, its
+//! workers, standalone servers) sees the same sessions, limits and capacity, and sessions
+//! survive a restart of any of them.
+//!
+//! Sans-IO: [`RedisStore::call`] turns an [`Operation`] into one script call and
+//! [`RedisStore::decode`] its reply into an [`Executed`]; the caller sends the call, through
+//! a [`Link`] or any Redis client. Every request is exactly one call.
+//!
+//! # Data model
+//!
+//! With `{prefix}` the configured `key_prefix`, and times in milliseconds since the epoch:
+//!
+//! - `{prefix}session:{id}`, one hash per session: `payload` (the exact bytes), `etag` (the
+//!   opaque tag), `last_modified`, `expires`, and `owner` (the client it counts against, when
+//!   a quota applies). `PEXPIREAT` at `expires` lets Redis free it by itself.
+//! - `{prefix}sessions`, a sorted set of every stored session scored by `expires`: the
+//!   capacity count, consistent across processes.
+//! - `{prefix}client:{client}`, a sorted set per client with a quota: its sessions, scored by
+//!   `expires`; it expires with its newest session.
+//! - `{prefix}bucket:{create|session}:{client}`, a token bucket (`tokens`, `updated`); it
+//!   expires once it would be full again.
+//!
+//! Every time comes from Redis's own clock (`TIME` inside the scripts), so every process
+//! agrees on expiry and refill whatever its own clock says. Scripts reach session keys
+//! through the index, so the store needs a single Redis server (not Redis Cluster), with an
+//! eviction policy that does not evict the index (`noeviction`, the default, or a
+//! `volatile-*` one).
+
+mod codec;
+mod link;
+mod replies;
+mod scripts;
+mod target;
+
+use std::time::SystemTime;
+
+use ::redis::Cmd;
+
+use self::codec::Request;
+pub use self::link::{Effect, Link, LinkConfig};
+pub use self::replies::{Malformed, Replies};
+pub use self::scripts::Call;
+use self::scripts::SCRIPTS;
+pub use self::target::{Address, Target, Tls};
+use super::{Action, Admission, Executed, Maintenance, Operation, StoreError};
+use crate::clock::unix_millis;
+use crate::config::RedisConfig;
+use crate::etag::EntityTagList;
+/// A reply from Redis, as [`RedisStore::decode`] takes it.
+pub use ::redis::Value;
+
+/// Most ended sessions one maintenance call removes: it stays short however many ended at
+/// once, and the next call takes the rest.
+const MAINTENANCE_BATCH: usize = 10_000;
+
+/// How operations on the sessions under one key prefix become Redis calls.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    prefix: String,
+    index: String,
+    capacity: usize,
+}
+
+impl RedisStore {
+    /// The store under `config`'s key prefix, holding at most `capacity` live sessions
+    /// across every process sharing the prefix.
+    pub fn new(config: &RedisConfig, capacity: usize) -> Self {
+        Self {
+            prefix: config.key_prefix.clone(),
+            index: format!("{}sessions", config.key_prefix),
+            capacity,
+        }
+    }
+
+    /// What every connection sends when it opens: the URL's `AUTH` and `SELECT`, then a
+    /// `SCRIPT LOAD` of each script, so that calls can name them by hash.
+    pub fn handshake(target: &Target) -> Vec<Cmd> {
+        let mut commands = target.handshake();
+        commands.extend(SCRIPTS.all().iter().map(|script| script.load()));
+        commands
+    }
+
+    /// The one call that carries out `operation`. With `now`, the scripts take that as the
+    /// time instead of Redis's clock (for tests that drive a manual clock).
+    pub fn call(&self, operation: &Operation, now: Option<SystemTime>) -> Call {
+        let now = now.map_or_else(String::new, |now| unix_millis(now).to_string());
+        let (bucket, rate, burst) = self.admission(operation.admission.as_ref());
+        let mut args: Vec<Vec<u8>> = vec![now.into_bytes(), rate.into_bytes(), burst.into_bytes()];
+        match &operation.action {
+            Action::Create(new) => {
+                let (client, quota) = new.quota.map_or_else(
+                    || ("none".to_owned(), String::new()),
+                    |quota| (quota.client.to_string(), quota.max.to_string()),
+                );
+                let session = self.session_key(&new.id.to_string());
+                let client_set = format!("{}client:{client}", self.prefix);
+                let keys = [
+                    bucket.as_bytes(),
+                    session.as_bytes(),
+                    self.index.as_bytes(),
+                    client_set.as_bytes(),
+                ];
+                args.extend([
+                    self.prefix.as_bytes().to_vec(),
+                    new.id.to_string().into_bytes(),
+                    new.payload.to_vec(),
+                    new.etag.opaque().as_bytes().to_vec(),
+                    millis_of(new.ttl).into_bytes(),
+                    self.capacity.to_string().into_bytes(),
+                    quota.into_bytes(),
+                    client.into_bytes(),
+                ]);
+                SCRIPTS.create.call(&keys, &borrowed(&args))
+            }
+            Action::Read { id, if_none_match } => {
+                push_tags(&mut args, if_none_match.as_ref());
+                let session = self.session_key(&id.to_string());
+                SCRIPTS
+                    .read
+                    .call(&[bucket.as_bytes(), session.as_bytes()], &borrowed(&args))
+            }
+            Action::Replace {
+                id,
+                if_match,
+                payload,
+                etag,
+            } => {
+                args.push(payload.to_vec());
+                args.push(etag.opaque().as_bytes().to_vec());
+                push_tags(&mut args, Some(if_match));
+                let session = self.session_key(&id.to_string());
+                SCRIPTS
+                    .replace
+                    .call(&[bucket.as_bytes(), session.as_bytes()], &borrowed(&args))
+            }
+            Action::Delete { id } => {
+                let id = id.to_string();
+                args.push(self.prefix.as_bytes().to_vec());
+                args.push(id.as_bytes().to_vec());
+                let session = self.session_key(&id);
+                let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
+                SCRIPTS.delete.call(&keys, &borrowed(&args))
+            }
+        }
+    }
+
+    /// What Redis did with `operation`, from the reply to its [`RedisStore::call`].
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a reply or stored data that is not what the store
+    /// writes, [`StoreError::Unavailable`] when Redis refused the call.
+    pub fn decode(&self, operation: &Operation, reply: Value) -> Result<Executed, StoreError> {
+        let request = match &operation.action {
+            Action::Create(new) => Request {
+                id: new.id,
+                new_etag: Some(&new.etag),
+                ttl: new.ttl,
+            },
+            Action::Replace { id, etag, .. } => Request {
+                id: *id,
+                new_etag: Some(etag),
+                ttl: std::time::Duration::ZERO,
+            },
+            Action::Read { id, .. } | Action::Delete { id } => Request {
+                id: *id,
+                new_etag: None,
+                ttl: std::time::Duration::ZERO,
+            },
+        };
+        codec::executed(&request, reply)
+    }
+
+    /// The call that frees ended sessions and counts the live ones (see
+    /// [`RedisStore::call`] for `now`).
+    pub fn maintenance(&self, now: Option<SystemTime>) -> Call {
+        let now = now.map_or_else(String::new, |now| unix_millis(now).to_string());
+        let batch = MAINTENANCE_BATCH.to_string();
+        SCRIPTS.maintain.call(
+            &[self.index.as_bytes()],
+            &[now.as_bytes(), self.prefix.as_bytes(), batch.as_bytes()],
+        )
+    }
+
+    /// What a maintenance call found.
+    ///
+    /// # Errors
+    /// [`StoreError`] for a reply that is not what the script promises.
+    pub fn decode_maintenance(reply: Value) -> Result<Maintenance, StoreError> {
+        match codec::array(reply)?.as_slice() {
+            [_, expired, live] => Ok(Maintenance {
+                expired: codec::count(expired)?,
+                live: codec::count(live)?,
+            }),
+            _ => Err(codec::corrupt("maintenance")),
+        }
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    /// The bucket key, rate and burst of a request; an empty rate means no limit.
+    fn admission(&self, admission: Option<&Admission>) -> (String, String, String) {
+        match admission {
+            Some(admission) => (
+                format!(
+                    "{}bucket:{}:{}",
+                    self.prefix,
+                    admission.limit.name(),
+                    admission.client
+                ),
+                admission.bucket.per_second.to_string(),
+                admission.bucket.burst.to_string(),
+            ),
+            None => (
+                format!("{}bucket:none", self.prefix),
+                String::new(),
+                String::new(),
+            ),
+        }
+    }
+}
+
+/// `*` as `1`; otherwise `0` and the opaque tags.
+fn push_tags(args: &mut Vec<Vec<u8>>, tags: Option<&EntityTagList>) {
+    match tags {
+        Some(EntityTagList::Any) => args.push(b"1".to_vec()),
+        Some(EntityTagList::Tags(tags)) => {
+            args.push(b"0".to_vec());
+            args.extend(tags.iter().map(|tag| tag.as_bytes().to_vec()));
+        }
+        None => args.push(b"0".to_vec()),
+    }
+}
+
+fn borrowed(args: &[Vec<u8>]) -> Vec<&[u8]> {
+    args.iter().map(Vec::as_slice).collect()
+}
+
+fn millis_of(duration: std::time::Duration) -> String {
+    duration.as_millis().to_string()
+}

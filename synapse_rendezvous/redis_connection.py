@@ -1,0 +1,107 @@
+"""The Redis store's connections, opened and kept open by Twisted on the reactor.
+
+The core decides everything (what to send, which reply answers which request, when a
+request's time is up, when a connection has stalled); this moves bytes. Each connection is a
+`ClientService`, which reconnects with a short back-off after any loss, so that service
+resumes by itself once Redis is back.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IStreamClientEndpoint
+    from twisted.python.failure import Failure
+
+    from synapse.types import ISynapseReactor
+
+    from synapse_rendezvous._core import RedisAddress, RendezvousHandler
+    from synapse_rendezvous.dispatch import Timer
+
+#: Reconnect soon after a loss (a restarting Redis is back within a second), and never wait
+#: more than a second between attempts, so that clients see service resume quickly.
+_RETRY = backoffPolicy(
+    initialDelay=0.05, maxDelay=1.0, factor=2.0, jitter=lambda: random.random() / 20
+)
+
+
+class RedisConnections:
+    """One `ClientService` per connection the handler wants."""
+
+    def __init__(self, reactor: ISynapseReactor, handler: RendezvousHandler, timer: Timer) -> None:
+        address = handler.redis_address
+        if address is None:
+            raise ValueError("the handler does not use Redis")
+        self._services = [
+            ClientService(
+                _endpoint(reactor, address),
+                _ConnectionFactory(handler, index, timer),
+                retryPolicy=_RETRY,
+                clock=reactor,
+            )
+            for index in range(address.connections)
+        ]
+
+    def start(self) -> None:
+        for service in self._services:
+            service.startService()
+
+    def stop(self) -> None:
+        """Stops reconnecting; the handler's ``close`` has already closed the connections."""
+        for service in self._services:
+            if service.running:
+                service.stopService()
+
+
+def _endpoint(reactor: ISynapseReactor, address: RedisAddress) -> IStreamClientEndpoint:
+    if address.path is not None:
+        return UNIXClientEndpoint(reactor, address.path, timeout=address.timeout)
+    if address.host is None or address.port is None:
+        raise ValueError("a Redis address without a host or a path")
+    tcp = HostnameEndpoint(reactor, address.host, address.port, timeout=address.timeout)
+    if not address.tls:
+        return tcp
+    # Imported only for rediss:// URLs: they need pyOpenSSL, which Synapse depends on.
+    from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+
+    options = CertificateOptions() if address.insecure else optionsForClientTLS(address.host)
+    return wrapClientTLS(options, tcp)
+
+
+class _ConnectionFactory(Factory):
+    def __init__(self, handler: RendezvousHandler, index: int, timer: Timer) -> None:
+        self._handler = handler
+        self._index = index
+        self._timer = timer
+
+    def buildProtocol(self, addr: object) -> _RedisConnection:
+        return _RedisConnection(self._handler, self._index, self._timer)
+
+
+class _RedisConnection(Protocol):
+    def __init__(self, handler: RendezvousHandler, index: int, timer: Timer) -> None:
+        self._handler = handler
+        self._index = index
+        self._timer = timer
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None  # Twisted sets it before calling connectionMade
+        # Small pipelined writes must not wait for Nagle; keep-alive finds a dead peer.
+        for option in ("setTcpNoDelay", "setTcpKeepAlive"):
+            setter = getattr(transport, option, None)
+            if setter is not None:
+                setter(True)
+        self._timer.after(self._handler.redis_connected(self._index, transport))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._timer.after(self._handler.redis_received(self._index, data))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._timer.after(self._handler.redis_lost(self._index))
