@@ -56,7 +56,7 @@ from synapse_rendezvous.devserver import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
 
 MODES_ENV = "SYNAPSE_RENDEZVOUS_TEST_MODES"
@@ -369,6 +369,7 @@ class DeploymentFactory(Protocol):
         redis: RedisServer,
         workers: int = 2,
         extra_config: Mapping[str, object] | None = None,
+        worker_wrapper: Sequence[str] = (),
     ) -> AbstractContextManager[Deployment]: ...
 
 
@@ -380,6 +381,7 @@ def _running_deployment(
     redis: RedisServer,
     workers: int = 2,
     extra_config: Mapping[str, object] | None = None,
+    worker_wrapper: Sequence[str] = (),
 ) -> Iterator[Deployment]:
     deployment = Deployment(
         mode=mode,
@@ -387,6 +389,7 @@ def _running_deployment(
         redis_port=redis.port,
         workers=workers,
         extra_config=extra_config,
+        worker_wrapper=worker_wrapper,
     )
     try:
         try:

@@ -23,7 +23,7 @@ import yaml
 from synapse_rendezvous.devserver import DevServer, Mode, SynapseStartError, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -84,7 +84,7 @@ class WorkerProcess(DevServer):
     a worker file of its own. ``base_url`` is the worker's own listener.
     """
 
-    def __init__(self, main: MainProcess, name: str) -> None:
+    def __init__(self, main: MainProcess, name: str, wrapper: Sequence[str] = ()) -> None:
         super().__init__(
             mode=main.mode,
             module_config=main.module_config,
@@ -93,6 +93,7 @@ class WorkerProcess(DevServer):
         )
         self.main = main
         self.name = name
+        self.wrapper = list(wrapper)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} {self.base_url}>"
@@ -131,7 +132,7 @@ class WorkerProcess(DevServer):
         )
 
     def command(self) -> list[str]:
-        cmd = [self.python, "-m", "synapse.app.generic_worker"]
+        cmd = [*self.wrapper, self.python, "-m", "synapse.app.generic_worker"]
         for path in self.config_paths:
             cmd += ["-c", str(path)]
         return cmd
@@ -148,14 +149,18 @@ class Deployment:
         redis_port: int,
         workers: int = 2,
         extra_config: Mapping[str, object] | None = None,
+        worker_wrapper: Sequence[str] = (),
     ) -> None:
+        """``worker_wrapper`` is a command the workers run under (for example ``faketime``)."""
         self.main = MainProcess(
             mode=mode,
             module_config=module_config,
             redis_port=redis_port,
             extra_config=extra_config,
         )
-        self.workers = [WorkerProcess(self.main, f"worker{i + 1}") for i in range(workers)]
+        self.workers = [
+            WorkerProcess(self.main, f"worker{i + 1}", worker_wrapper) for i in range(workers)
+        ]
 
     def __repr__(self) -> str:
         return f"<Deployment main={self.main.base_url} workers={len(self.workers)}>"
