@@ -203,7 +203,7 @@ class Ours(Impl):
         from synapse_rendezvous import _core
 
         config = _core.parse_config({"rate_limit": {"enabled": False}, "capacity": 1_000_000})
-        handler = _core.RendezvousHandler(config, BASEURL, mode="takeover")
+        handler = _core.RendezvousHandler(config, BASEURL, mode="takeover", clock=time.time)
         self._handle = handler.handle
 
     def create(self, request: FakeRequest) -> None:

@@ -141,15 +141,23 @@ class Report:
                         f"({ratio:.2f}x)",
                     )
                 )
-        target = "Redis store >= 0.7x memory store throughput (c=8, 32)"
+        target = (
+            "Redis store >= 0.9x memory store throughput, Synapse CPU per request <= 1.2x (c=8, 32)"
+        )
         for op in OP_ORDER:
             for c in (8, 32):
                 redis, memory = self.cell("redis", op, c), self.cell("memory", op, c)
                 if redis is None or memory is None:
                     continue
                 ratio = redis["rps"] / memory["rps"] if memory["rps"] else 0.0
+                cpu = _ratio(redis.get("cpu_per_1000"), memory.get("cpu_per_1000"))
                 self.checks.append(
-                    Check(target, f"{OP_LABELS[op]} c={c}", ratio >= 0.7, f"{ratio:.2f}x")
+                    Check(
+                        target,
+                        f"{OP_LABELS[op]} c={c}",
+                        ratio >= 0.9 and cpu is not None and cpu <= 1.2,
+                        f"{ratio:.2f}x req/s, {_x(cpu)} CPU per request",
+                    )
                 )
         memory = self.http["memory"].get("memory")
         if memory is not None:
