@@ -160,7 +160,7 @@ async def _created(handler: _core.RendezvousHandler, timer: Timer | None) -> tup
     return url.split("127.0.0.1:8008", 1)[1].encode(), request.header(b"ETag")
 
 
-async def _run(redis: RedisServer, calls: int, depth: int) -> dict[str, Any]:
+async def _run(redis: RedisServer, calls: int, depth: int, pool: int) -> dict[str, Any]:
     import txredisapi  # type: ignore[import-untyped]
 
     results: dict[str, Any] = {}
@@ -168,7 +168,8 @@ async def _run(redis: RedisServer, calls: int, depth: int) -> dict[str, Any]:
     path, etag = await _created(memory, None)
     results["memory"] = await _measure("memory", calls, depth, _get304(memory, path, etag, None))
 
-    piped = _handler({"store": "redis", "redis": {"url": redis.url, "key_prefix": PREFIX}})
+    redis_config = {"url": redis.url, "key_prefix": PREFIX, "pool_size": pool}
+    piped = _handler({"store": "redis", "redis": redis_config})
     timer = Timer(reactor, piped)
     connections = RedisConnections(reactor, piped, timer)
     connections.start()
@@ -192,14 +193,14 @@ async def _run(redis: RedisServer, calls: int, depth: int) -> dict[str, Any]:
     results["txredisapi"] = await _measure("txredisapi", calls, depth, evalsha)
     await client.disconnect()
 
-    pool = ThreadPool(minthreads=1, maxthreads=depth, name="bench")
-    pool.start()
+    threads = ThreadPool(minthreads=1, maxthreads=depth, name="bench")
+    threads.start()
 
     def hop(finished: Callable[[], None]) -> None:
-        deferToThreadPool(reactor, pool, lambda: None).addCallback(lambda _: finished())
+        deferToThreadPool(reactor, threads, lambda: None).addCallback(lambda _: finished())
 
     results["thread hop"] = await _measure("thread hop", calls, depth, hop)
-    pool.stop()
+    threads.stop()
     piped.close()
     connections.stop()
     timer.stop()
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--pool-size", type=int, default=4, help="redis.pool_size")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     outcome: dict[str, Any] = {}
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     with RedisServer() as redis:
 
         def run() -> None:
-            task = defer.ensureDeferred(_run(redis, args.calls, args.depth))
+            task = defer.ensureDeferred(_run(redis, args.calls, args.depth, args.pool_size))
             task.addCallback(outcome.update)
             task.addErrback(lambda failure: outcome.setdefault("error", failure.getTraceback()))
             task.addBoth(lambda _: reactor.stop())

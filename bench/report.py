@@ -80,10 +80,15 @@ def _x(ratio: float | None) -> str:
 
 class Report:
     def __init__(
-        self, http: dict[str, Any], handler: dict[str, Any] | None, criterion: dict[str, Any]
+        self,
+        http: dict[str, Any],
+        handler: dict[str, Any] | None,
+        criterion: dict[str, Any],
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.http = http
         self.handler = handler
+        self.clients = clients
         self.criterion = criterion
         self.cells: dict[tuple[str, str, int], dict[str, Any]] = {
             (cell["impl"], cell["op"], cell["concurrency"]): cell for cell in http["raw"]
@@ -337,6 +342,37 @@ class Report:
                 )
         return lines
 
+    def clients_table(self) -> list[str]:
+        if self.clients is None:
+            return ["(not measured in this run)"]
+        results = self.clients["results"]
+        memory = results.get("memory", {}).get("cpu_us")
+        rows = [
+            "| variant | what it does per request | CPU µs / request | wall µs / request "
+            "| CPU over the memory store µs |",
+            "|---|---|---:|---:|---:|",
+        ]
+        what = {
+            "memory": "our handler, memory store, inline",
+            "pipeline": "our handler, Redis store: one script call on the reactor's pipeline "
+            "(the module's design)",
+            "txredisapi": "the same script call through txredisapi (hiredis), client alone: "
+            "no rendezvous work",
+            "thread hop": "an empty `deferToThreadPool`: the least a thread-pool design pays",
+        }
+        for name, label in what.items():
+            figures = results.get(name)
+            if figures is None:
+                continue
+            extra = (
+                "" if memory is None or name == "memory" else f"+{figures['cpu_us'] - memory:.1f}"
+            )
+            rows.append(
+                f"| {name} | {label} | {figures['cpu_us']:.1f} | {figures['wall_us']:.1f} "
+                f"| {extra} |"
+            )
+        return rows
+
     def utilisation(self) -> str:
         """How busy the load generator and Synapse were in the busiest cells."""
         client = 0.0
@@ -502,16 +538,17 @@ class Report:
             "",
             *self.breakdown(),
             "",
-            "The Redis store answers from a worker thread (the reactor must not wait on the "
-            "network), so each request also pays two thread hand-offs (reactor to worker and "
-            "back, each taking the GIL) and a Redis round trip:",
+            "With the Redis store each request also makes one Redis call: written on a "
+            "connection the reactor keeps open, its reply read back on the reactor (no thread), "
+            "and the request finished from there, in a later turn of the reactor than the one "
+            "that read it:",
             "",
             *self.redis_cost(),
             "",
             "## What limits the targets that miss",
             "",
             "Read with the tables above; the figures named here are the ones measured when this "
-            "section was written (2026-11-27) and may move between runs.",
+            "section was written (2026-12-02) and may move between runs.",
             "",
             "- **Handler alone vs Synapse's handler (target 0.5x).** The first version of the "
             "binding cost 1.0-1.5x Synapse's handler, most of it in Twisted's `Headers` methods, "
@@ -529,17 +566,53 @@ class Report:
             "Cache-Control, Pragma, two CORS headers, Content-Type, Content-Length), and Twisted "
             "writes every header line in Python. That, plus the handler, is the gap; none of "
             "those headers can go without breaking a client or a proxy.",
-            "- **Redis store vs memory store (target 0.7x).** Each request crosses from the "
-            "reactor to one of the module's threads and back (two GIL hand-offs and context "
-            "switches) and waits on two Redis round trips (a `PING` on checkout, which makes "
-            "recovery after a Redis restart invisible to clients, then the script). Synapse's "
-            "CPU per request rises by about 0.4-0.8 ms over the memory store. Driving Redis "
-            "from the reactor itself (txredisapi, which Synapse already ships) would remove the "
-            "thread hop; it is the next step, not done yet.",
+            "- **Redis store vs memory store (target 0.9x req/s, 1.2x CPU).** Synapse is "
+            "CPU-bound here (one core, its GIL), so throughput follows CPU per request. The "
+            "Redis path adds 6-29 us of Synapse CPU (3-14 %) to requests of 180-210 us at 8 "
+            "and 32 concurrent requests; it misses 0.9x only for GET 200 and PUT at 8 (0.85-0.86x "
+            "in the run of 2026-12-02; GET 304 at 8 was 0.90x). Our own part is small: the "
+            "pipeline costs 11-17 us per request over the memory store at 32 and 8 in flight "
+            "(`bench/redis_clients.py`, below), mostly the send, receive and epoll system calls "
+            "of each batch, which is why the link fills one connection before it uses the next "
+            "(with calls spread evenly over 4 connections the same run gave 0.79-0.88x). The "
+            "rest is Synapse's cost of finishing a request asynchronously: `SynapseRequest.finish` "
+            "outside the request's own rendering switches the logging context in and out (a "
+            "`getrusage` and Synapse's CPU accounting each time; 36 vs 15 us per request in "
+            "`set_current_context` in py-spy, GET 304 at 8), and the extra reactor turns the "
+            "reply needs. No design that keeps the reactor from waiting on Redis avoids that. "
+            "Tried and dropped, no gain within the noise of this machine: sending each call at "
+            "once with `socket.send` instead of Twisted's buffered write (slower: 233-242 vs "
+            "217-221 us per GET 304), and switching the logging context directly from one "
+            "finished request to the next.",
             "- **Memory per live session (payload + 512 B).** The store itself is within it: "
             "net of Synapse's own allocator churn (what the built-in grows by for the same "
             "creates), about 4 270 B per 4 KiB session, that is payload + about 180 B. The "
             "gross RSS figure moves by a few MiB between runs.",
+            "",
+            "## Choosing the Redis store's I/O",
+            "",
+            "Profiled first, on the design before this one (HEAD bcd99a2, 2026-12-02: py-spy "
+            "`--native` and perf, wrk at 8 connections, GET 304 and PUT 4 KiB, release build): "
+            "the memory store answered GET 304 at 5 444 req/s for 180 us of Synapse CPU per "
+            "request; the same memory store sent through the module's thread pool (as the Redis "
+            "store was) fell to 2 637 req/s and 387 us, so the thread-pool hop alone cost about "
+            "200 us and halved throughput (7 context switches per request, GIL hand-offs: 11 % "
+            "of samples in `drop_gil` on the reactor, 15 % waiting in `take_gil` on the "
+            "workers). The Redis store was 2 200 req/s and 479 us, with three round trips per "
+            "GET (PING, rate limit, read); the same calls made blocking on the reactor without "
+            "the PING gave 3 807 req/s and 223 us, so each round trip cost about 40-45 us there "
+            "and the hop dominated.",
+            "",
+            "Options, each measured where it was tried: (a) a sans-IO core whose one call per "
+            "request the reactor sends: with txredisapi the client alone costs about 40 us per "
+            "call; with the core's own pipeline (Rust builds the call, Twisted moves the bytes, "
+            "Rust parses the replies and answers) the whole request costs 11-17 us over the "
+            "memory store. (b) Asynchronous I/O on a Rust thread would still hand every batch "
+            "across threads: an empty `deferToThreadPool` costs 54 us of CPU, more than (a) in "
+            "full. The module uses (a) with the core's pipeline. One process, a real reactor "
+            "and redis-server, no HTTP (`bench/redis_clients.py`, 8 in flight, this run):",
+            "",
+            *self.clients_table(),
             "",
             "## The core alone",
             "",
@@ -612,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--http", type=Path, required=True)
     parser.add_argument("--handler", type=Path)
+    parser.add_argument("--clients", type=Path, help="bench/redis_clients.py's JSON")
     parser.add_argument("--criterion", type=Path, help="Criterion's output directory")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "performance.png")
@@ -624,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = None
     if args.handler is not None and args.handler.exists():
         handler = json.loads(args.handler.read_text(encoding="utf-8"))
-    report = Report(http, handler, load_criterion(args.criterion))
+    clients = None
+    if args.clients is not None and args.clients.exists():
+        clients = json.loads(args.clients.read_text(encoding="utf-8"))
+    report = Report(http, handler, load_criterion(args.criterion), clients)
     report.check_targets()
     drawn = chart(report, args.chart)
     relative = args.chart.name if args.chart.parent == args.doc.parent else str(args.chart)

@@ -126,19 +126,25 @@ fn replies_are_matched_in_order_across_pipelined_calls() {
 }
 
 #[test]
-fn calls_spread_over_connections_and_each_answers_its_own() {
-    let mut link = link(2, 10, Vec::new());
+fn calls_fill_one_connection_then_spill_and_each_answers_its_own() {
+    let fill = Link::<u32>::FILL;
+    let mut link = link(2, 100, Vec::new());
     let now = Instant::now();
     let mut out = Vec::new();
     link.connected(0, now, |_| true, &mut out);
     link.connected(1, now, |_| true, &mut out);
-    let mut out = submit(&mut link, 1, false, now);
-    out.extend(submit(&mut link, 2, false, now));
+    let mut out = Vec::new();
+    for token in 1..=u32::try_from(fill).unwrap() + 1 {
+        out.extend(submit(&mut link, token, false, now));
+    }
     let connections: Vec<usize> = writes(&out).iter().map(|(c, _)| *c).collect();
-    assert_eq!(connections, [0, 1]);
+    let mut expected = vec![0; fill];
+    expected.push(1);
+    assert_eq!(connections, expected);
+    let spilled = u32::try_from(fill).unwrap() + 1;
     assert_eq!(
         answered(&receive(&mut link, 1, b":20\r\n", now)),
-        [(2, Ok(Value::Int(20)))]
+        [(spilled, Ok(Value::Int(20)))]
     );
     assert_eq!(
         answered(&receive(&mut link, 0, b":10\r\n", now)),

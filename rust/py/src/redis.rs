@@ -320,11 +320,6 @@ impl RedisServing {
             Action::Done(Token::Request { request, query }, reply, elapsed) => {
                 let now = glue.now(py);
                 let request = request.bind(py);
-                let path = request
-                    .getattr(intern!(py, "path"))
-                    .ok()
-                    .and_then(|path| path.extract::<Vec<u8>>().ok())
-                    .unwrap_or_default();
                 let method = query.method().clone();
                 let answered = guarded(|| {
                     let executed =
@@ -340,6 +335,10 @@ impl RedisServing {
                     self.rendezvous.internal_error(now)
                 });
                 if let Some(synapse_rendezvous_core::Problem(why)) = response.extensions().get() {
+                    let path = request
+                        .getattr(intern!(py, "path"))
+                        .and_then(|path| path.extract::<Vec<u8>>())
+                        .unwrap_or_default();
                     let path = String::from_utf8_lossy(&path);
                     glue.log(py, "error", &format!("{method} {path}: {why}"));
                 }

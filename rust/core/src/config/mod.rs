@@ -71,7 +71,7 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     /// Requests in flight per connection allowed by default.
-    pub const PENDING_PER_CONNECTION: usize = 64;
+    pub const PENDING_PER_CONNECTION: usize = 128;
 
     /// The bound on requests waiting for Redis in one process.
     pub fn pending_limit(&self) -> usize {
@@ -87,7 +87,8 @@ impl Default for RedisConfig {
             url: None,
             key_prefix: "synapse_rendezvous:".to_owned(),
             timeout: Duration::from_secs(2),
-            pool_size: 4,
+            // One carries the load (the link fills it first), one stands by.
+            pool_size: 2,
             max_pending: None,
         }
     }
@@ -322,7 +323,7 @@ mod tests {
                 url: Some("redis://127.0.0.1:6379/2".to_owned()),
                 key_prefix: "x:".to_owned(),
                 timeout: Duration::from_millis(500),
-                pool_size: 4,
+                pool_size: 2,
                 max_pending: None,
             })
         );
@@ -416,7 +417,7 @@ mod tests {
         assert_eq!(
             line,
             "store=redis (key_prefix=synapse_rendezvous:, timeout=2000ms, pool_size=2, \
-             max_pending=128), ttl=120s, max_payload_bytes=4096, capacity=10000, rate_limit=off"
+             max_pending=256), ttl=120s, max_payload_bytes=4096, capacity=10000, rate_limit=off"
         );
         assert!(!line.contains("secret"));
         assert!(Config::default()

@@ -115,6 +115,9 @@ pub struct Link<T> {
 }
 
 impl<T> Link<T> {
+    /// Calls in flight on a connection before the next one takes new calls.
+    pub const FILL: usize = 32;
+
     /// A link whose connections each open with `handshake` (authentication, database
     /// selection, script loading). Every connection starts down.
     pub fn new(config: LinkConfig, handshake: Vec<Cmd>) -> Self {
@@ -172,12 +175,18 @@ impl<T> Link<T> {
         }
     }
 
+    /// The first open connection with room, else the least loaded one. Filling one
+    /// connection first batches more calls into each write and each read, which is what
+    /// costs the process: the others stand by for a lost one, and take the overflow.
     fn least_loaded(&self) -> Option<usize> {
-        self.connections
-            .iter()
-            .enumerate()
-            .filter(|(_, connection)| connection.up)
-            .min_by_key(|(_, connection)| connection.load())
+        let up = || {
+            self.connections
+                .iter()
+                .enumerate()
+                .filter(|(_, connection)| connection.up)
+        };
+        up().find(|(_, connection)| connection.load() < Self::FILL)
+            .or_else(|| up().min_by_key(|(_, connection)| connection.load()))
             .map(|(index, _)| index)
     }
 
