@@ -85,22 +85,28 @@ class _PeakRss:
                 self.peak = max(self.peak, _rss(self.pid))
 
 
-def _read_status(sock: socket.socket, deadline: float) -> int | None:
-    """The status of the first response on ``sock``, or None by ``deadline``."""
+def _read_head(sock: socket.socket, deadline: float) -> bytes:
+    """The status line and headers of the first response on ``sock`` (empty if none)."""
     data = b""
-    while b"\r\n" not in data:
+    while b"\r\n\r\n" not in data:
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
+            return b""
         sock.settimeout(left)
         try:
             chunk = sock.recv(4096)
         except (TimeoutError, OSError):
-            return None
+            return b""
         if not chunk:
-            return None
+            return b""
         data += chunk
-    return int(data.split(b" ", 2)[1])
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def _read_status(sock: socket.socket, deadline: float) -> int | None:
+    """The status of the first response on ``sock``, or None by ``deadline``."""
+    head = _read_head(sock, deadline)
+    return int(head.split(b" ", 2)[1]) if head else None
 
 
 def _send_all(
@@ -208,24 +214,6 @@ def test_stalled_redis_under_load_stays_bounded_and_recovers(
             sock.close()
     assert elapsed < STOP_WITHIN_S, f"stop took {elapsed:.1f} s (exit code {code})"
     assert code in (0, -15), code
-
-
-def _read_head(sock: socket.socket, deadline: float) -> bytes:
-    """The status line and headers of the first response on ``sock`` (empty if none)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return b""
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(4096)
-        except (TimeoutError, OSError):
-            return b""
-        if not chunk:
-            return b""
-        data += chunk
-    return data.split(b"\r\n\r\n", 1)[0]
 
 
 def test_beyond_max_pending_requests_are_refused_at_once(
