@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::store::redis::{LinkConfig, Target};
-use crate::store::snapshot::{self, SnapshotError};
+use crate::store::snapshot::{self, Contents, Limits, SnapshotError};
 use crate::store::{MemoryStore, RedisStore};
 
 /// An opened store.
@@ -54,9 +54,14 @@ impl Backend {
         match &config.store {
             StoreConfig::Memory { snapshot_path } => {
                 let store = Arc::new(MemoryStore::new(config.capacity));
+                let limits = Limits {
+                    capacity: config.capacity,
+                    max_payload_bytes: config.max_payload_bytes,
+                    ttl: config.ttl,
+                };
                 let notices = snapshot_path
                     .iter()
-                    .map(|path| restore(&store, path, now))
+                    .flat_map(|path| restore(&store, path, &limits, now))
                     .collect();
                 let backend = Self::Memory {
                     store,
@@ -108,21 +113,61 @@ impl Backend {
     }
 }
 
-fn restore(store: &MemoryStore, path: &Path, now: SystemTime) -> Notice {
-    match snapshot::take(path, now) {
-        Ok(None) => Notice::Info(format!("no session snapshot at {}", path.display())),
-        Ok(Some(sessions)) => {
-            let found = sessions.len();
-            let restored = store.restore(sessions, now);
-            Notice::Info(format!(
+/// Restores the snapshot at `path`, if any: an INFO notice says what was restored, and a
+/// WARNING, one for the whole file, what was refused.
+fn restore(store: &MemoryStore, path: &Path, limits: &Limits, now: SystemTime) -> Vec<Notice> {
+    match snapshot::take(path, limits, now) {
+        Ok(None) => vec![Notice::Info(format!(
+            "no session snapshot at {}",
+            path.display()
+        ))],
+        Ok(Some(contents)) => {
+            let mut notices = Vec::new();
+            if contents.dropped() > 0 {
+                notices.push(Notice::Warning(dropped(path, &contents, limits)));
+            }
+            let found = contents.sessions.len();
+            let restored = store.restore(contents.sessions, now);
+            notices.push(Notice::Info(format!(
                 "restored {restored} of {found} live sessions from {}",
                 path.display()
-            ))
+            )));
+            notices
         }
         // Never fatal: losing sessions in progress beats a homeserver that cannot start.
-        Err(error) => Notice::Warning(format!(
+        Err(error) => vec![Notice::Warning(format!(
             "ignoring session snapshot {}: {error}",
             path.display()
-        )),
+        ))],
     }
+}
+
+/// Why sessions of a snapshot were not restored. None of it happens to a file this
+/// configuration wrote; it may to one written with larger limits, or changed since.
+fn dropped(path: &Path, contents: &Contents, limits: &Limits) -> String {
+    let mut reasons = Vec::new();
+    if contents.oversized > 0 {
+        reasons.push(format!(
+            "{} with a payload over max_payload_bytes = {}",
+            contents.oversized, limits.max_payload_bytes
+        ));
+    }
+    if contents.bad_times > 0 {
+        reasons.push(format!(
+            "{} expiring more than ttl = {}s from now, or modified after expiry",
+            contents.bad_times,
+            limits.ttl.as_secs_f64()
+        ));
+    }
+    if contents.duplicates > 0 {
+        reasons.push(format!("{} with a duplicate id", contents.duplicates));
+    }
+    format!(
+        "dropped {} sessions from session snapshot {} that this configuration cannot have \
+         written ({}): the file was written with larger limits, by a clock ahead of this one, \
+         or changed since",
+        contents.dropped(),
+        path.display(),
+        reasons.join("; ")
+    )
 }
