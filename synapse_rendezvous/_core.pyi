@@ -36,6 +36,15 @@ class Config:
     def store_kind(self) -> Literal["memory", "redis"]:
         """Which store holds the sessions."""
 
+    @property
+    def uses_homeserver_redis(self) -> bool:
+        """The Redis store uses the homeserver's own ``redis:`` section (no ``redis.url``),
+        whose TLS files then apply too."""
+
+    def startup_warnings(self, *, x_forwarded_client_listener: bool) -> list[str]:
+        """What the operator should hear at startup about how clients are told apart, given
+        whether a listener serving the client API has ``x_forwarded: true``."""
+
     def __copy__(self) -> Config: ...
     def __deepcopy__(self, memo: Any, /) -> Config: ...
 
@@ -142,6 +151,10 @@ class RendezvousHandler:
 
     def handle(self, request: IRequest, /) -> float | None:
         """Answers a Twisted request, now (memory) or once Redis has answered."""
+
+    def answer_unrecognized(self, request: IRequest, /) -> None:
+        """Answers 404 ``M_UNRECOGNIZED``: for a request on a listener that does not serve
+        the client API."""
 
     def maintain(self) -> float | None:
         """Frees ended sessions and counts the live ones; run periodically."""

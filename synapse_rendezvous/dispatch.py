@@ -60,6 +60,10 @@ class Dispatcher:
         """Answers ``request``, now or once Redis has answered."""
         self._timer.after(self._handler.handle(request))
 
+    def unrecognized(self, request: IRequest) -> None:
+        """Answers 404 ``M_UNRECOGNIZED``: ``request`` came where the API is not served."""
+        self._handler.answer_unrecognized(request)
+
     def handle_post(self, request: IRequest) -> None:
         self.handle(request)
 

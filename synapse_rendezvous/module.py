@@ -10,9 +10,10 @@ from synapse.config._base import ConfigError
 
 from synapse_rendezvous import _core, metrics
 from synapse_rendezvous.dispatch import Dispatcher, Timer
-from synapse_rendezvous.redis_connection import RedisConnections
+from synapse_rendezvous.listeners import client_listeners
+from synapse_rendezvous.redis_connection import RedisConnections, TlsFiles
 from synapse_rendezvous.resource import RendezvousResource
-from synapse_rendezvous.takeover import install_handler
+from synapse_rendezvous.takeover import install_handler, is_installed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -56,14 +57,21 @@ class RendezvousModule:
         self._timer = Timer(reactor, handler)
         self._connections: RedisConnections | None = None
         if handler.redis_address is not None:
-            self._connections = RedisConnections(reactor, handler, self._timer)
+            tls = homeserver_tls_files(hs.config.redis) if config.uses_homeserver_redis else None
+            self._connections = RedisConnections(reactor, handler, self._timer, tls)
             reactor.callWhenRunning(self._connections.start)
         dispatcher = Dispatcher(handler, self._timer)
         if mode == "takeover":
             install_handler(hs, dispatcher, endpoint)
+            # Modules are built inside Synapse's start-up, on a running reactor: check once
+            # every other module has been built.
+            reactor.callLater(0, _verify_takeover, hs, dispatcher)
+        listeners = client_listeners(hs)
+        for warning in config.startup_warnings(x_forwarded_client_listener=listeners.x_forwarded):
+            logger.warning("synapse_rendezvous: %s", warning)
         # Also in takeover mode: replaces Synapse's session resource, which answers 500 to
         # percent-encoded non-ASCII ids instead of 404.
-        api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher))
+        api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher, listeners))
         api.looping_background_call(
             self._maintain,
             RECLAIM_INTERVAL_MS,
@@ -119,6 +127,28 @@ def _on_shutdown(hs: HomeServer, stop: Callable[[], None]) -> None:
         hs.get_reactor().addSystemEventTrigger("before", "shutdown", stop)
 
 
+def _verify_takeover(hs: HomeServer, dispatcher: Dispatcher) -> None:
+    """Stops Synapse if its rendezvous handler is no longer ours."""
+    if is_installed(hs, dispatcher):
+        return
+    logger.error(
+        "synapse_rendezvous: Synapse's rendezvous handler is not the module's any more "
+        "(another module or this Synapse version replaced it), so creates would reach "
+        "Synapse's built-in; stopping. Use delegation mode (see docs/integration.md)."
+    )
+    hs.get_reactor().stop()
+
+
+def homeserver_tls_files(redis: Any) -> TlsFiles:
+    """The client certificate and trust anchors of the homeserver's own ``redis:`` section."""
+    return TlsFiles(
+        certificate=getattr(redis, "redis_certificate", None),
+        private_key=getattr(redis, "redis_private_key", None),
+        ca_file=getattr(redis, "redis_ca_file", None),
+        ca_path=getattr(redis, "redis_ca_path", None),
+    )
+
+
 def homeserver_redis_url(redis: Any) -> str | None:
     """The URL of the homeserver's own Redis (its ``redis:`` section), if it is enabled."""
     if not getattr(redis, "redis_enabled", False):
@@ -138,7 +168,9 @@ def homeserver_redis_url(redis: Any) -> str | None:
     if username or password:
         auth = f"{quote(username, safe='')}:{quote(password, safe='')}@"
     scheme = "rediss" if getattr(redis, "redis_use_tls", False) else "redis"
-    host = getattr(redis, "redis_host", "localhost")
+    host = str(getattr(redis, "redis_host", "localhost"))
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
     port = getattr(redis, "redis_port", 6379)
     return f"{scheme}://{auth}{host}:{port}/{dbid}"
 

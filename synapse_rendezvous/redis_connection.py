@@ -9,7 +9,9 @@ resumes by itself once Redis is back.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
@@ -31,16 +33,32 @@ _RETRY = backoffPolicy(
 )
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """TLS material from the homeserver's own ``redis:`` section (PEM files)."""
+
+    certificate: str | None = None
+    private_key: str | None = None
+    ca_file: str | None = None
+    ca_path: str | None = None
+
+
 class RedisConnections:
     """One `ClientService` per connection the handler wants."""
 
-    def __init__(self, reactor: ISynapseReactor, handler: RendezvousHandler, timer: Timer) -> None:
+    def __init__(
+        self,
+        reactor: ISynapseReactor,
+        handler: RendezvousHandler,
+        timer: Timer,
+        tls_files: TlsFiles | None = None,
+    ) -> None:
         address = handler.redis_address
         if address is None:
             raise ValueError("the handler does not use Redis")
         self._services = [
             ClientService(
-                _endpoint(reactor, address),
+                _endpoint(reactor, address, tls_files or TlsFiles()),
                 _ConnectionFactory(handler, index, timer),
                 retryPolicy=_RETRY,
                 clock=reactor,
@@ -59,7 +77,9 @@ class RedisConnections:
                 service.stopService()
 
 
-def _endpoint(reactor: ISynapseReactor, address: RedisAddress) -> IStreamClientEndpoint:
+def _endpoint(
+    reactor: ISynapseReactor, address: RedisAddress, files: TlsFiles
+) -> IStreamClientEndpoint:
     if address.path is not None:
         return UNIXClientEndpoint(reactor, address.path, timeout=address.timeout)
     if address.host is None or address.port is None:
@@ -67,11 +87,40 @@ def _endpoint(reactor: ISynapseReactor, address: RedisAddress) -> IStreamClientE
     tcp = HostnameEndpoint(reactor, address.host, address.port, timeout=address.timeout)
     if not address.tls:
         return tcp
-    # Imported only for rediss:// URLs: they need pyOpenSSL, which Synapse depends on.
-    from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+    return wrapClientTLS(_tls_options(address.host, address.insecure, files), tcp)
 
-    options = CertificateOptions() if address.insecure else optionsForClientTLS(address.host)
-    return wrapClientTLS(options, tcp)
+
+def _tls_options(host: str, insecure: bool, files: TlsFiles) -> Any:
+    """Verifies the server's certificate and name (against ``files``' CAs if given, else the
+    system's), presenting ``files``' client certificate if given; ``insecure`` checks
+    nothing (the URL's ``#insecure``)."""
+    # Imported only for rediss:// URLs: they need pyOpenSSL, which Synapse depends on.
+    from twisted.internet import ssl
+
+    client = None
+    if files.certificate:
+        pem = Path(files.certificate).read_bytes()
+        if files.private_key:
+            pem += b"\n" + Path(files.private_key).read_bytes()
+        client = ssl.PrivateCertificate.loadPEM(pem)
+    if insecure:
+        return ssl.CertificateOptions(
+            privateKey=client.privateKey.original if client else None,
+            certificate=client.original if client else None,
+        )
+    anchors = [Path(files.ca_file)] if files.ca_file else []
+    if not anchors and files.ca_path:
+        anchors = sorted(p for p in Path(files.ca_path).iterdir() if p.is_file())
+    trust = None
+    if anchors:
+        certificates = [
+            ssl.Certificate.loadPEM(block + b"-----END CERTIFICATE-----\n")
+            for path in anchors
+            for block in path.read_bytes().split(b"-----END CERTIFICATE-----")
+            if b"-----BEGIN CERTIFICATE-----" in block
+        ]
+        trust = ssl.trustRootFromCertificates(certificates)
+    return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
 
 
 class _ConnectionFactory(Factory):

@@ -28,6 +28,13 @@ _NO_HOOK = (
 )
 
 
+def is_installed(hs: HomeServer, handler: Dispatcher) -> bool:
+    """Whether ``hs`` still hands out ``handler``: something that rebuilt or replaced it
+    (another module, a Synapse that caches the handler elsewhere) would send creates to the
+    built-in while our log says takeover mode."""
+    return getattr(hs, _GETTER)() is handler
+
+
 def install_handler(hs: HomeServer, handler: Dispatcher, endpoint: str) -> None:
     """Makes ``hs`` hand out ``handler`` as its rendezvous handler.
 

@@ -58,3 +58,28 @@ def test_each_homeserver_has_its_own_metrics_until_it_stops() -> None:
         assert _created_by_server() == {"three.example": 0}
     finally:
         metrics.unregister("three.example")
+
+
+def test_the_homeserver_redis_url_brackets_ipv6_and_escapes_secrets() -> None:
+    from types import SimpleNamespace
+
+    from synapse_rendezvous.module import homeserver_redis_url
+
+    def url(**fields: object) -> str | None:
+        return homeserver_redis_url(SimpleNamespace(redis_enabled=True, **fields))
+
+    assert url(redis_host="::1", redis_port=6380) == "redis://[::1]:6380/0"
+    assert url(redis_host="redis.internal", redis_dbid=2) == "redis://redis.internal:6379/2"
+    assert (
+        url(redis_host="10.0.0.5", redis_password="p@ss:/", redis_use_tls=True)
+        == "rediss://:p%40ss%3A%2F@10.0.0.5:6379/0"
+    )
+    assert homeserver_redis_url(SimpleNamespace(redis_enabled=False)) is None
+    # What the module's core makes of it: the literal is an address again.
+    config = _core.parse_config({"store": "redis"})
+    handler = _core.RendezvousHandler(
+        config, BASEURL, mode="takeover", clock=time.time, default_redis_url=url(redis_host="::1")
+    )
+    address = handler.redis_address
+    assert address is not None
+    assert (address.host, address.port) == ("::1", 6379)

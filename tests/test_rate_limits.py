@@ -53,6 +53,9 @@ SMALL_LIMITS: dict[str, object] = {
     "rate_limit": {
         "max_sessions_per_ip": MAX_SESSIONS_PER_IP,
         "create": {"per_second": 50, "burst": 100},
+        # Every test client is in 127.0.0.0/24, one prefix group: the fair share would stop
+        # them at about half the capacity (tests/test_trust_boundaries.py tests that).
+        "fair_share": False,
     },
 }
 

@@ -13,7 +13,9 @@ transformed by its `Faults`:
 - ``drop_methods``: close the connection without answering requests with these methods;
 - no fault: pass-through.
 
-It can also answer ``/.well-known/matrix/client`` itself (``well_known``), for discovery.
+It can also answer ``/.well-known/matrix/client`` itself (``well_known``), for discovery, and
+append the client's address to ``X-Forwarded-For`` (``forwarded_for``), as HAProxy's
+``option forwardfor`` and nginx's ``$proxy_add_x_forwarded_for`` do.
 Each connection carries one request (``Connection: close``), so no handler thread outlives
 its request; `stop` waits for them. Use it as a context manager, or `start` and `stop`.
 """
@@ -134,9 +136,16 @@ class _Handler(BaseHTTPRequestHandler):
             connection.putrequest(
                 self.command, self.path, skip_host=True, skip_accept_encoding=True
             )
+            forwarded = self.server.proxy.forwarded_for
             for name, value in self.headers.items():
-                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                    connection.putheader(name, value)
+                if name.lower() in HOP_BY_HOP or name.lower() == "content-length":
+                    continue
+                if forwarded and name.lower() == "x-forwarded-for":
+                    continue
+                connection.putheader(name, value)
+            if forwarded:
+                chain = [*self.headers.get_all("X-Forwarded-For", []), self.client_address[0]]
+                connection.putheader("X-Forwarded-For", ", ".join(chain))
             if body is not None:
                 connection.putheader("Content-Length", str(len(body)))
             connection.endheaders(body)
@@ -204,9 +213,16 @@ class ReverseProxy:
     502 until ``upstream`` is set.
     """
 
-    def __init__(self, upstream: str | None = None, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str | None = None,
+        faults: Faults | None = None,
+        *,
+        forwarded_for: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.faults = faults or Faults()
+        self.forwarded_for = forwarded_for
         #: Answered at ``/.well-known/matrix/client`` instead of forwarding, when not None:
         #: a JSON document (200), or a status code to answer with an error.
         self.well_known: dict[str, object] | int | None = None

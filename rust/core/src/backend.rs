@@ -85,7 +85,8 @@ impl Backend {
                     timeout: redis.timeout,
                 };
                 let backend = Self::Redis {
-                    store: RedisStore::new(redis, config.capacity),
+                    store: RedisStore::new(redis, config.capacity)
+                        .with_bounds(config.max_payload_bytes, config.ttl),
                     target,
                     link,
                 };

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use rand::Rng;
-
 /// The operating system could not provide random bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntropyError;
@@ -26,16 +24,15 @@ pub trait Entropy: Send + Sync {
     fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyError>;
 }
 
-/// A CSPRNG: `rand`'s thread-local generator (`ChaCha12`, seeded from the operating system and
-/// reseeded periodically). Drawing from it costs nanoseconds where a `getrandom` system call
-/// costs about a microsecond, twice per create.
+/// The operating system's generator (`getrandom(2)` on Linux). A user-space generator
+/// would cost nanoseconds instead of about a microsecond per draw, but one seeded before
+/// a `fork` hands every child process the same stream, hence the same session ids.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemEntropy;
 
 impl Entropy for SystemEntropy {
     fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        rand::rng().fill_bytes(buf);
-        Ok(())
+        getrandom::fill(buf).map_err(|_| EntropyError)
     }
 }
 

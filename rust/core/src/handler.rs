@@ -19,7 +19,7 @@ use crate::id::SessionId;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::rate_limit::{ClientKey, Limit};
 use crate::request::check_upload;
-use crate::response::{Problem, Responder};
+use crate::response::{Problem, Responder, Warning};
 use crate::route::{Route, Routes, SESSION_PREFIX};
 use crate::store::{
     Action, Admission, Executed, Maintenance, NewSession, Operation, Outcome, Quota, Store,
@@ -137,7 +137,13 @@ impl Rendezvous {
         let response = match reply {
             Ok(executed) => {
                 self.metrics.expired(executed.expired);
-                self.respond(&query, executed.outcome, &responder)
+                let mut response = self.respond(&query, executed.outcome, &responder);
+                if executed.discarded > 0 {
+                    response
+                        .extensions_mut()
+                        .insert(discarded(executed.discarded));
+                }
+                response
             }
             Err(error) => {
                 let kind = match error {
@@ -151,6 +157,12 @@ impl Rendezvous {
             }
         };
         self.sent(&query.method, response)
+    }
+
+    /// The 404 `M_UNRECOGNIZED` for a request this process does not serve where it arrived
+    /// (a listener without the client API), as for any path the API does not know.
+    pub fn not_served(&self, now: SystemTime) -> Response<Bytes> {
+        Responder::new(now).error(&ErrorKind::UnknownPath)
     }
 
     /// The 500 answer for a failure outside the core's control, such as a panic the caller
@@ -229,16 +241,22 @@ impl Rendezvous {
         let fresh = SessionId::generate(now, &*self.entropy)
             .and_then(|id| Ok((id, EntityTag::generate(id, &payload, &*self.entropy)?)));
         let (id, etag) = fresh.map_err(|error| Answer::internal(error.to_string()))?;
-        let quota = self.limited_client(request).map(|client| Quota {
+        let client = self.limited_client(request);
+        let quota = client.map(|client| Quota {
             client: *client,
             max: self.config.rate_limit.max_sessions_per_ip,
         });
+        let groups = client
+            .filter(|_| self.config.rate_limit.fair_share)
+            .map(ClientKey::groups)
+            .unwrap_or_default();
         let action = Action::Create(NewSession {
             id,
             payload,
             etag,
             ttl: self.config.ttl,
             quota,
+            groups,
         });
         Ok(self.operation(request, Limit::Create, action))
     }
@@ -290,6 +308,15 @@ impl Rendezvous {
             Outcome::NotFound => responder.error(&ErrorKind::SessionNotFound),
         }
     }
+}
+
+/// The warning for sessions the store dropped because it cannot have written them.
+pub fn discarded(count: usize) -> Warning {
+    Warning(format!(
+        "dropped {count} session(s) from the store that it cannot have written (a payload \
+         over max_payload_bytes or an expiry beyond now + ttl): forged data, or a process \
+         sharing the store with other limits"
+    ))
 }
 
 /// An answer decided without the store.

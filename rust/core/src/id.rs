@@ -13,6 +13,9 @@ use crate::entropy::{Entropy, EntropyError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Ulid);
 
+/// Characters of an id kept in logs.
+pub(crate) const SHORT_LEN: usize = 12;
+
 /// The text is not an id this server could have issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidSessionId;
@@ -37,6 +40,16 @@ impl SessionId {
     /// The id of a stored ULID, as read back from a snapshot or a shared store.
     pub fn from_ulid(ulid: Ulid) -> Self {
         Self(ulid)
+    }
+
+    /// The first 12 characters, for logs: the 10 of the creation time and 10 bits of the 80
+    /// random ones, enough to tell sessions apart in a log, too few to reach one (an id is
+    /// the only secret guarding a session).
+    pub fn short(self) -> String {
+        let mut text = self.0.to_string();
+        text.truncate(SHORT_LEN);
+        text.push('…');
+        text
     }
 
     /// The 16 bytes of the ULID, for hashing.

@@ -21,6 +21,11 @@ use crate::store::Meta;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem(pub String);
 
+/// Something an operator should hear about, attached to a response's extensions for the
+/// binding to log as a warning; the client is not affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
 /// Builds responses stamped with the time of the request.
 pub(crate) struct Responder {
     now: SystemTime,

@@ -60,6 +60,24 @@ impl Routes {
     }
 }
 
+/// `path` for a log line: a session id in it cut to its first characters, since the id is
+/// the only secret guarding a session.
+pub fn loggable_path(path: &str) -> String {
+    match path
+        .strip_prefix(SESSION_PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(segment) if segment.len() > crate::id::SHORT_LEN => {
+            let cut = segment
+                .char_indices()
+                .nth(crate::id::SHORT_LEN)
+                .map_or(segment.len(), |(index, _)| index);
+            format!("{SESSION_PREFIX}/{}…", &segment[..cut])
+        }
+        _ => path.to_owned(),
+    }
+}
+
 /// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
     if !segment.contains('%') {
@@ -135,6 +153,19 @@ mod tests {
         );
         assert_eq!(routes.route("/_synapse/client/rendezvousX"), Route::Unknown);
         assert_eq!(routes.route("/other"), Route::Unknown);
+    }
+
+    #[test]
+    fn logged_paths_keep_only_a_prefix_of_the_id() {
+        let id = SessionId::generate(SystemTime::now(), &SystemEntropy).unwrap();
+        let logged = loggable_path(&format!("{SESSION_PREFIX}/{id}"));
+        assert_eq!(logged, format!("{SESSION_PREFIX}/{}", id.short()));
+        assert!(!logged.contains(&id.to_string()[12..]));
+        assert_eq!(loggable_path(CREATE_PATH), CREATE_PATH);
+        assert_eq!(
+            loggable_path(&format!("{SESSION_PREFIX}/éééééééééééééé")),
+            format!("{SESSION_PREFIX}/éééééééééééé…")
+        );
     }
 
     #[test]

@@ -278,3 +278,34 @@ fn metrics_count_what_happened() {
     assert!(metrics.responses.contains(&("PUT", 412, 1)));
     assert!(metrics.latency_count >= 3);
 }
+
+fn flood_from_one_slash_48(fair_share: bool) -> usize {
+    let harness = Harness::with_config(Config {
+        capacity: 10,
+        rate_limit: RateLimitConfig {
+            create: BucketConfig {
+                per_second: 1.0,
+                burst: 100,
+            },
+            fair_share,
+            ..RateLimitConfig::default()
+        },
+        ..Config::default()
+    });
+    let created = (0..10)
+        .filter(|n| {
+            create_from(&harness, &format!("2001:db8:7:{n:x}::1")).status() == StatusCode::CREATED
+        })
+        .count();
+    if fair_share {
+        // Another /48 still gets in.
+        create_from(&harness, "2001:db8:8::1").assert_status(StatusCode::CREATED);
+    }
+    created
+}
+
+#[test]
+fn one_prefix_group_cannot_take_the_whole_capacity() {
+    assert_eq!(flood_from_one_slash_48(true), 6);
+    assert_eq!(flood_from_one_slash_48(false), 10);
+}

@@ -98,7 +98,8 @@ fn outage_fails_fast_and_service_resumes_by_itself() {
             store.maintain(SystemTime::now()).unwrap(),
             Maintenance {
                 expired: 0,
-                live: 0
+                live: 0,
+                discarded: 0
             }
         );
     }

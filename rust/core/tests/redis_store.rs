@@ -69,6 +69,7 @@ contract!(
     quota_caps_the_live_sessions_of_a_client,
     quota_and_capacity_refusals_take_nothing,
     admission_is_taken_before_anything_else,
+    prefix_groups_share_the_last_half_fairly,
     expiry_is_exact_to_the_millisecond,
     expired_sessions_are_invisible_before_maintenance,
     maintenance_removes_only_ended_sessions,
@@ -337,6 +338,54 @@ fn foreign_data_under_the_prefix_is_corrupt() {
         replace(bad_tag.id, stale, b""),
         "stale replace of a bad tag",
     );
+}
+
+#[test]
+fn sessions_the_store_cannot_have_written_are_dropped() {
+    let _watchdog = Watchdog::arm("sessions_the_store_cannot_have_written_are_dropped", LIMIT);
+    let server = RedisServer::start();
+    let store = store(server.port(), "forged:", 10).with_bounds(16, redis_support::TTL);
+    let mut conn = raw(&server);
+    let now = SystemTime::now();
+    let oversized = NewSession {
+        payload: bytes::Bytes::from(vec![b'x'; 100]),
+        ..new_session(b"")
+    };
+    let (lasting, indexed_only, honest) = (new_session(b"1"), new_session(b"2"), new_session(b"3"));
+    for s in [&oversized, &lasting, &indexed_only, &honest] {
+        create(&store, s, now);
+    }
+    // The year 8307, in the session and in the index, as a forger would write it.
+    let far = "200000000000000";
+    let mut set = |command: &str, args: &[&str]| {
+        let _: redis::Value = redis::cmd(command).arg(args).query(&mut conn).unwrap();
+    };
+    for s in [&lasting, &indexed_only] {
+        set(
+            "HSET",
+            &[&format!("forged:session:{}", s.id), "expires", far],
+        );
+        set("ZADD", &["forged:sessions", far, &s.id.to_string()]);
+    }
+    for s in [&oversized, &lasting] {
+        let executed = run(&store, read(s.id), SystemTime::now()).unwrap();
+        assert_eq!(executed.outcome, Outcome::NotFound);
+        assert_eq!(executed.discarded, 1);
+        let write = run(
+            &store,
+            replace(s.id, EntityTagList::Any, b""),
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(write.outcome, Outcome::NotFound, "gone after the read");
+    }
+    let found = store.maintain_now();
+    assert_eq!((found.discarded, found.live), (1, 1), "{found:?}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("forged:session:*")
+        .query(&mut raw(&server))
+        .unwrap();
+    assert_eq!(keys, [format!("forged:session:{}", honest.id)]);
 }
 
 impl LinkedRedis {

@@ -25,6 +25,22 @@ impl Config {
         }
     }
 
+    /// Whether the Redis store uses the homeserver's own `redis:` section (no `redis.url`),
+    /// whose TLS files then apply too.
+    #[getter]
+    fn uses_homeserver_redis(&self) -> bool {
+        matches!(&self.inner.store, core::StoreConfig::Redis(redis) if redis.url.is_none())
+    }
+
+    /// What the operator should hear at startup about how clients are told apart, given
+    /// whether a listener serving the client API has `x_forwarded: true`.
+    #[pyo3(signature = (*, x_forwarded_client_listener))]
+    fn startup_warnings(&self, x_forwarded_client_listener: bool) -> Vec<String> {
+        self.inner
+            .rate_limit
+            .startup_warnings(x_forwarded_client_listener)
+    }
+
     fn __str__(&self) -> String {
         self.inner.to_string()
     }

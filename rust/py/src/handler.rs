@@ -14,8 +14,10 @@ use http::header::{self, HeaderName};
 use http::{Request, Response};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use synapse_rendezvous_core::rate_limit::RateLimitConfig;
 use synapse_rendezvous_core::{
-    Backend, Notice, Problem, Rendezvous, Routes, Service, SystemClock, SystemEntropy,
+    discarded, loggable_path, Backend, Notice, Problem, Rendezvous, Routes, Service, SystemClock,
+    SystemEntropy, Warning,
 };
 
 use crate::config::Config;
@@ -46,8 +48,8 @@ pub(crate) struct Glue {
     /// A callable answering the homeserver's time in seconds (`Clock.time`).
     clock: Py<PyAny>,
     logger: Py<PyAny>,
-    /// Whether rate limits are on, so that the client's address is worth reading.
-    with_client: bool,
+    /// The rate limits when they are on, so that the client's address is worth reading.
+    limits: Option<RateLimitConfig>,
     max_body: usize,
 }
 
@@ -68,7 +70,7 @@ impl Glue {
     }
 
     pub(crate) fn read(&self, request: &Bound<'_, PyAny>) -> PyResult<Request<Bytes>> {
-        read_request(request, self.with_client, self.max_body)
+        read_request(request, self.limits.as_ref(), self.max_body)
     }
 
     pub(crate) fn log(&self, py: Python<'_>, level: &str, message: &str) {
@@ -76,15 +78,27 @@ impl Glue {
         let _ = self.logger.bind(py).call_method1(level, ("%s", message));
     }
 
-    /// Logs the problem a response carries, if any.
+    /// Logs the warning a response carries, if any.
+    pub(crate) fn log_warning_of(&self, py: Python<'_>, response: &Response<Bytes>) {
+        if let Some(Warning(why)) = response.extensions().get::<Warning>() {
+            self.log(py, "warning", why);
+        }
+    }
+
+    /// Logs the problem or the warning a response carries, if any.
     pub(crate) fn log_problem(
         &self,
         py: Python<'_>,
         request: &Request<Bytes>,
         response: &Response<Bytes>,
     ) {
+        self.log_warning_of(py, response);
         if let Some(Problem(why)) = response.extensions().get::<Problem>() {
-            let message = format!("{} {}: {why}", request.method(), request.uri().path());
+            let message = format!(
+                "{} {}: {why}",
+                request.method(),
+                loggable_path(request.uri().path())
+            );
             self.log(py, "error", &message);
         }
     }
@@ -131,7 +145,7 @@ impl RendezvousHandler {
                 .import("logging")?
                 .call_method1("getLogger", ("synapse_rendezvous",))?
                 .unbind(),
-            with_client: config.rate_limit.enabled,
+            limits: config.rate_limit.enabled.then(|| config.rate_limit.clone()),
             max_body: config.max_payload_bytes,
         };
         let now = glue.now(py);
@@ -178,7 +192,10 @@ impl RendezvousHandler {
                     self.glue.log(
                         py,
                         "error",
-                        &format!("panic while handling {}: {why}", parsed.uri().path()),
+                        &format!(
+                            "panic while handling {}: {why}",
+                            loggable_path(parsed.uri().path())
+                        ),
                     );
                     service.rendezvous().internal_error(now)
                 });
@@ -190,13 +207,25 @@ impl RendezvousHandler {
         }
     }
 
+    /// Answers 404 `M_UNRECOGNIZED`, as for a path this API does not serve: for a request
+    /// on a listener that does not serve the client API.
+    #[pyo3(signature = (request, /))]
+    fn answer_unrecognized(&self, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        let response = self.rendezvous().not_served(self.glue.now(request.py()));
+        write_response(request, &response, &self.glue.header_names)
+    }
+
     /// Frees ended sessions and counts the live ones, for the gauge; run periodically. With
     /// Redis this sends one call and returns like [`RendezvousHandler::handle`].
     fn maintain(&self, py: Python<'_>) -> Option<f64> {
         match &self.serving {
             Serving::Memory { service, .. } => {
-                if let Err(error) = service.maintain_at(self.glue.now(py)) {
-                    self.glue.log(py, "warning", &error.to_string());
+                match service.maintain_at(self.glue.now(py)) {
+                    Ok(found) if found.discarded > 0 => {
+                        self.glue.log(py, "warning", &discarded(found.discarded).0);
+                    }
+                    Ok(_) => {}
+                    Err(error) => self.glue.log(py, "warning", &error.to_string()),
                 }
                 None
             }
@@ -284,6 +313,13 @@ impl RendezvousHandler {
 }
 
 impl RendezvousHandler {
+    fn rendezvous(&self) -> &Rendezvous {
+        match &self.serving {
+            Serving::Memory { service, .. } => service.rendezvous(),
+            Serving::Redis(redis) => redis.rendezvous(),
+        }
+    }
+
     fn redis(&self) -> PyResult<&RedisServing> {
         match &self.serving {
             Serving::Redis(redis) => Ok(redis),

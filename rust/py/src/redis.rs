@@ -11,7 +11,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use synapse_rendezvous_core::store::redis::{Address, Effect, Link, LinkConfig, Target, Value};
-use synapse_rendezvous_core::{Query, RedisStore, Rendezvous, Step, StoreError};
+use synapse_rendezvous_core::{
+    discarded, loggable_path, Query, RedisStore, Rendezvous, Step, StoreError,
+};
 
 use crate::handler::{guarded, Glue};
 use crate::metrics::Metrics;
@@ -138,7 +140,10 @@ impl RedisServing {
             glue.log(
                 py,
                 "error",
-                &format!("panic while handling {}: {why}", parsed.uri().path()),
+                &format!(
+                    "panic while handling {}: {why}",
+                    loggable_path(parsed.uri().path())
+                ),
             );
             Step::Answer(self.rendezvous.internal_error(now))
         });
@@ -216,6 +221,10 @@ impl RedisServing {
 
     pub(crate) fn close(&self, py: Python<'_>, glue: &Glue) {
         self.run(py, glue, |link, out| link.close(Instant::now(), out));
+    }
+
+    pub(crate) fn rendezvous(&self) -> &Rendezvous {
+        &self.rendezvous
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
@@ -309,6 +318,9 @@ impl RedisServing {
                     Ok(found) => {
                         self.rendezvous.count_expired(found.expired);
                         self.lock().live_sessions = Some(found.live);
+                        if found.discarded > 0 {
+                            glue.log(py, "warning", &discarded(found.discarded).0);
+                        }
                     }
                     Err(error) => glue.log(
                         py,
@@ -334,12 +346,13 @@ impl RedisServing {
                     );
                     self.rendezvous.internal_error(now)
                 });
+                glue.log_warning_of(py, &response);
                 if let Some(synapse_rendezvous_core::Problem(why)) = response.extensions().get() {
                     let path = request
                         .getattr(intern!(py, "path"))
                         .and_then(|path| path.extract::<Vec<u8>>())
                         .unwrap_or_default();
-                    let path = String::from_utf8_lossy(&path);
+                    let path = loggable_path(&String::from_utf8_lossy(&path));
                     glue.log(py, "error", &format!("{method} {path}: {why}"));
                 }
                 if let Err(error) = write_response(request, &response, &glue.header_names) {

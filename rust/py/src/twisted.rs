@@ -11,7 +11,7 @@ use http::{Method, Request, Response, Uri};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use synapse_rendezvous_core::rate_limit::ClientKey;
+use synapse_rendezvous_core::rate_limit::{ClientKey, RateLimitConfig};
 
 /// Reads a Twisted request into an `http::Request`.
 ///
@@ -23,14 +23,15 @@ use synapse_rendezvous_core::rate_limit::ClientKey;
 /// none when the declared `Content-Length` is already larger: that is enough for the core
 /// to answer 413, and a huge body is never copied.
 ///
-/// The client's address is read only when `with_client` (rate limits are on), since asking
-/// Twisted for it costs a few Python calls per request.
+/// The client is identified only when `limits` is given (rate limits are on), since asking
+/// Twisted for it costs a few Python calls per request: with trusted proxies configured, from
+/// the TCP peer and `X-Forwarded-For` (the core decides), else as Synapse reports it.
 ///
 /// # Errors
 /// A Python exception when the object does not behave like a Twisted request.
 pub(crate) fn read_request(
     request: &Bound<'_, PyAny>,
-    with_client: bool,
+    limits: Option<&RateLimitConfig>,
     max_body: usize,
 ) -> PyResult<Request<Bytes>> {
     let py = request.py();
@@ -42,9 +43,6 @@ pub(crate) fn read_request(
     let mut builder = Request::builder()
         .method(method)
         .uri(parse_uri(uri.cast::<PyBytes>()?.as_bytes()));
-    if with_client {
-        builder = builder.extension(client_key(request));
-    }
     let mut declared_too_large = false;
     if let Some(headers) = builder.headers_mut() {
         let raw = request
@@ -70,6 +68,17 @@ pub(crate) fn read_request(
             .iter()
             .filter_map(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
             .any(|declared| declared > u64::try_from(max_body).unwrap_or(u64::MAX));
+    }
+    if let Some(limits) = limits {
+        let client = if limits.trusts_proxies() {
+            match builder.headers_ref() {
+                Some(headers) => limits.client_of(host_of(request, "client"), headers),
+                None => ClientKey::unknown(),
+            }
+        } else {
+            host_of(request, "synapse").map_or_else(ClientKey::unknown, ClientKey::new)
+        };
+        builder = builder.extension(client);
     }
     let body = if upload && !declared_too_large {
         read_body(request, max_body.saturating_add(1))?
@@ -197,21 +206,23 @@ impl HeaderNames {
     }
 }
 
-/// The client's address as Synapse reports it (already taken from `X-Forwarded-For` on
-/// listeners with `x_forwarded: true`). Clients without a usable address (a UNIX socket, junk
-/// in `X-Forwarded-For`) share one budget: skipping the limits for them would let anyone
-/// escape every limit with a forged header.
-fn client_key(request: &Bound<'_, PyAny>) -> ClientKey {
-    let host: Option<String> = request
-        .call_method0("getClientAddress")
+/// The IP address of a request's TCP peer (`client`) or of its client as Synapse reports it
+/// (already taken from `X-Forwarded-For` on listeners with `x_forwarded: true`). `None` for a
+/// UNIX socket or junk: such clients share one budget, since skipping the limits for them
+/// would let anyone escape every limit with a forged header.
+fn host_of(request: &Bound<'_, PyAny>, which: &str) -> Option<IpAddr> {
+    let address = if which == "client" {
+        // The TCP peer itself: Synapse's `getClientAddress` has already taken the first
+        // X-Forwarded-For value on `x_forwarded` listeners.
+        request.getattr("client")
+    } else {
+        request.call_method0("getClientAddress")
+    };
+    let host: String = address
         .and_then(|address| address.getattr("host"))
         .and_then(|host| host.extract())
-        .ok();
-    host.and_then(|host| {
-        let without_zone = host.split('%').next().unwrap_or_default();
-        without_zone.parse::<IpAddr>().ok()
-    })
-    .map_or_else(ClientKey::unknown, ClientKey::new)
+        .ok()?;
+    host.split('%').next().unwrap_or_default().parse().ok()
 }
 
 fn unusable_method() -> Method {

@@ -142,13 +142,16 @@ impl fmt::Display for Config {
         if limits.enabled {
             write!(
                 f,
-                "on (create {}/s burst {}, session {}/s burst {}, {} live sessions per client, {} exempt networks)",
+                "on (create {}/s burst {}, session {}/s burst {}, {} live sessions per client, \
+                 {} exempt networks, {} trusted proxies, fair share {})",
                 limits.create.per_second,
                 limits.create.burst,
                 limits.session.per_second,
                 limits.session.burst,
                 limits.max_sessions_per_ip,
-                limits.exempt.len()
+                limits.exempt.len(),
+                limits.trusted_proxies.len(),
+                if limits.fair_share { "on" } else { "off" }
             )
         } else {
             f.write_str("off")

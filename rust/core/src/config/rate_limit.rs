@@ -19,6 +19,8 @@ pub(crate) fn rate_limit_config(value: &Value) -> Result<RateLimitConfig, Config
                 config.max_sessions_per_ip = integer_in_range(&path, value, 1, 10_000_000)?;
             }
             "exempt" => config.exempt = networks(&path, value)?,
+            "trusted_proxies" => config.trusted_proxies = networks(&path, value)?,
+            "fair_share" => config.fair_share = boolean(&path, value)?,
             _ => return Err(ConfigError::new(&path, "unknown option")),
         }
     }

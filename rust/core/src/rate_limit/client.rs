@@ -1,8 +1,26 @@
 //! Who a request counts against: its client address, with IPv6 grouped by /64, since one
-//! subscriber usually holds a whole /64 and could otherwise rotate through it.
+//! subscriber usually holds a whole /64 and could otherwise rotate through it; and the wider
+//! prefixes it belongs to, among which the capacity is shared fairly once it runs short.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// Prefix lengths of the groups a client belongs to for the capacity's fair share: an
+/// IPv4 /24 (a small network), and an IPv6 /56 and /48 (the sizes providers hand out).
+const IPV4_GROUP: u8 = 24;
+const IPV6_GROUPS: [u8; 2] = [56, 48];
+
+/// A network whose clients share the capacity's fair share, written like `192.0.2.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PrefixGroup(IpNet);
+
+impl fmt::Display for PrefixGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// The rate-limit identity of a client. Two clients are the same when their keys are: one
 /// IPv4 address, or one IPv6 /64.
@@ -62,6 +80,19 @@ impl ClientKey {
     pub fn address(&self) -> IpAddr {
         self.address
     }
+
+    /// The wider networks the client belongs to, narrowest first.
+    pub fn groups(&self) -> Vec<PrefixGroup> {
+        let lengths: &[u8] = match self.address {
+            IpAddr::V4(_) => &[IPV4_GROUP],
+            IpAddr::V6(_) => &IPV6_GROUPS,
+        };
+        lengths
+            .iter()
+            .filter_map(|&length| IpNet::new(self.address, length).ok())
+            .map(|net| PrefixGroup(net.trunc()))
+            .collect()
+    }
 }
 
 impl fmt::Display for ClientKey {
@@ -91,6 +122,16 @@ mod tests {
         );
         assert_eq!(a.to_string(), b.to_string());
         assert_ne!(a.to_string(), c.to_string());
+    }
+
+    #[test]
+    fn groups_are_the_wider_prefixes() {
+        let v4 = ClientKey::new("192.0.2.77".parse().unwrap());
+        let names: Vec<String> = v4.groups().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["192.0.2.0/24"]);
+        let v6 = ClientKey::new("2001:db8:1:2aa::1".parse().unwrap());
+        let names: Vec<String> = v6.groups().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["2001:db8:1:200::/56", "2001:db8:1::/48"]);
     }
 
     #[test]

@@ -8,12 +8,13 @@
 
 mod bucket;
 mod client;
+mod forwarded;
 mod memory;
 
 use std::time::Duration;
 
 pub use bucket::{Bucket, BucketConfig};
-pub use client::ClientKey;
+pub use client::{ClientKey, PrefixGroup};
 use ipnet::IpNet;
 pub use memory::MemoryRateLimiter;
 
@@ -61,6 +62,12 @@ pub struct RateLimitConfig {
     pub max_sessions_per_ip: usize,
     /// Clients no limit applies to.
     pub exempt: Vec<IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; empty: the client is the
+    /// address Synapse reports.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether, once the store is more than half full, a create is refused to a client whose
+    /// wider prefix group (IPv4 /24, IPv6 /56 and /48) holds as many sessions as are free.
+    pub fair_share: bool,
 }
 
 impl Default for RateLimitConfig {
@@ -79,6 +86,8 @@ impl Default for RateLimitConfig {
             },
             max_sessions_per_ip: 20,
             exempt: Vec::new(),
+            trusted_proxies: Vec::new(),
+            fair_share: true,
         }
     }
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::etag::{EntityTag, EntityTagList};
 use crate::id::SessionId;
-use crate::rate_limit::{ClientKey, Decision, MemoryRateLimiter};
+use crate::rate_limit::{ClientKey, Decision, MemoryRateLimiter, PrefixGroup};
 use crate::session::Session;
 
 /// Live sessions in process memory, at most `capacity` of them, with the rate limits of
@@ -32,12 +32,29 @@ struct State {
     expiring: ByExpiry,
     /// The live sessions of each client with a quota.
     owned: HashMap<ClientKey, ByExpiry>,
+    /// The live sessions of each prefix group sharing the capacity fairly.
+    grouped: HashMap<PrefixGroup, ByExpiry>,
 }
 
 #[derive(Debug)]
 struct Stored {
     session: Session,
     owner: Option<ClientKey>,
+    groups: Vec<PrefixGroup>,
+}
+
+/// Removes `entry` from `key`'s index, and the index once empty.
+fn unindex<K: Eq + std::hash::Hash>(
+    indexes: &mut HashMap<K, ByExpiry>,
+    key: &K,
+    entry: &(SystemTime, SessionId),
+) {
+    if let Some(index) = indexes.get_mut(key) {
+        index.remove(entry);
+        if index.is_empty() {
+            indexes.remove(key);
+        }
+    }
 }
 
 impl State {
@@ -56,16 +73,18 @@ impl State {
 
     /// Removes a session from every index.
     fn remove(&mut self, id: SessionId) -> Option<Session> {
-        let Stored { session, owner } = self.by_id.remove(&id)?;
+        let Stored {
+            session,
+            owner,
+            groups,
+        } = self.by_id.remove(&id)?;
         let entry = (session.expires, id);
         self.expiring.remove(&entry);
         if let Some(owner) = owner {
-            if let Some(owned) = self.owned.get_mut(&owner) {
-                owned.remove(&entry);
-                if owned.is_empty() {
-                    self.owned.remove(&owner);
-                }
-            }
+            unindex(&mut self.owned, &owner, &entry);
+        }
+        for group in &groups {
+            unindex(&mut self.grouped, group, &entry);
         }
         Some(session)
     }
@@ -97,6 +116,10 @@ impl State {
             Outcome::Full {
                 retry_after: wait_for(Some(&self.expiring)),
             }
+        } else if let Some(group) = self.group_over_its_share(&new.groups, capacity) {
+            Outcome::Full {
+                retry_after: wait_for(self.grouped.get(&group)),
+            }
         } else {
             let session = Session {
                 id: new.id,
@@ -106,13 +129,28 @@ impl State {
                 expires: now + new.ttl,
             };
             let meta = Meta::from(&session);
-            self.insert(session, new.quota.map(|quota| quota.client));
+            let owner = new.quota.map(|quota| quota.client);
+            self.insert(session, owner, new.groups.clone());
             Outcome::Created(meta)
         };
-        Executed { outcome, expired }
+        Executed::expiring(outcome, expired)
     }
 
-    fn insert(&mut self, session: Session, owner: Option<ClientKey>) {
+    /// The first of `groups` that holds at least as many live sessions as are free, once
+    /// the store is more than half full.
+    fn group_over_its_share(&self, groups: &[PrefixGroup], capacity: usize) -> Option<PrefixGroup> {
+        let live = self.by_id.len();
+        if live * 2 <= capacity {
+            return None;
+        }
+        let free = capacity.saturating_sub(live);
+        groups
+            .iter()
+            .find(|group| self.grouped.get(group).map_or(0, BTreeSet::len) >= free)
+            .copied()
+    }
+
+    fn insert(&mut self, session: Session, owner: Option<ClientKey>, groups: Vec<PrefixGroup>) {
         // Ids carry 80 random bits; a collision means a broken RNG. Keep the indexes exact.
         self.remove(session.id);
         let entry = (session.expires, session.id);
@@ -120,7 +158,17 @@ impl State {
         if let Some(owner) = owner {
             self.owned.entry(owner).or_default().insert(entry);
         }
-        self.by_id.insert(session.id, Stored { session, owner });
+        for group in &groups {
+            self.grouped.entry(*group).or_default().insert(entry);
+        }
+        self.by_id.insert(
+            session.id,
+            Stored {
+                session,
+                owner,
+                groups,
+            },
+        );
     }
 
     fn read(
@@ -168,10 +216,7 @@ impl State {
     fn delete(&mut self, id: SessionId, now: SystemTime) -> Executed {
         match self.remove(id) {
             None => Executed::only(Outcome::NotFound),
-            Some(session) if session.is_expired(now) => Executed {
-                outcome: Outcome::NotFound,
-                expired: 1,
-            },
+            Some(session) if session.is_expired(now) => Executed::expiring(Outcome::NotFound, 1),
             Some(_) => Executed::only(Outcome::Deleted),
         }
     }
@@ -209,7 +254,7 @@ impl MemoryStore {
                 break;
             }
             if !session.is_expired(now) {
-                state.insert(session, None);
+                state.insert(session, None, Vec::new());
                 restored += 1;
             }
         }
@@ -253,6 +298,7 @@ impl Store for MemoryStore {
         Ok(Maintenance {
             expired,
             live: state.by_id.len(),
+            discarded: 0,
         })
     }
 }
@@ -281,6 +327,7 @@ mod tests {
             etag: EntityTag::for_version(id, &[0; 16], b"hello"),
             ttl: TTL,
             quota,
+            groups: Vec::new(),
         }
     }
 
@@ -362,7 +409,8 @@ mod tests {
             store.maintain(after).unwrap(),
             Maintenance {
                 expired: 1,
-                live: 0
+                live: 0,
+                discarded: 0
             }
         );
         let state = store.lock();
@@ -376,10 +424,7 @@ mod tests {
         run(&store, Action::Create(session.clone()), start());
         assert_eq!(
             run(&store, Action::Delete { id: session.id }, start() + TTL),
-            Executed {
-                outcome: Outcome::NotFound,
-                expired: 1
-            }
+            Executed::expiring(Outcome::NotFound, 1)
         );
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::etag::{EntityTag, EntityTagList};
 use crate::id::SessionId;
-use crate::rate_limit::{BucketConfig, ClientKey, Limit};
+use crate::rate_limit::{BucketConfig, ClientKey, Limit, PrefixGroup};
 use crate::session::Session;
 
 /// One request's whole use of the store.
@@ -75,6 +75,10 @@ pub struct NewSession {
     pub ttl: Duration,
     /// The cap on live sessions of the client creating it, if one applies.
     pub quota: Option<Quota>,
+    /// The client's wider prefix groups, when the capacity is shared fairly among them:
+    /// once the store is more than half full, a group holding as many live sessions as are
+    /// still free gets no more. Empty: no such rule.
+    pub groups: Vec<PrefixGroup>,
 }
 
 /// A client's cap on live sessions.
@@ -146,14 +150,18 @@ pub enum Outcome {
     NotFound,
 }
 
-/// An outcome, and how many ended sessions the store removed on the way (for the
-/// `sessions_expired` metric).
+/// An outcome, and what the store removed on the way: ended sessions (for the
+/// `sessions_expired` metric) and sessions it cannot have written (found in Redis with a
+/// payload over the limit or an expiry beyond now + ttl: forged or left by a misconfigured
+/// process), which the caller should warn about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed {
     /// What happened.
     pub outcome: Outcome,
     /// Ended sessions removed while doing it.
     pub expired: usize,
+    /// Sessions dropped because the store cannot have written them.
+    pub discarded: usize,
 }
 
 impl Executed {
@@ -162,15 +170,26 @@ impl Executed {
         Self {
             outcome,
             expired: 0,
+            discarded: 0,
+        }
+    }
+
+    /// An outcome that removed `expired` ended sessions.
+    pub fn expiring(outcome: Outcome, expired: usize) -> Self {
+        Self {
+            expired,
+            ..Self::only(outcome)
         }
     }
 }
 
 /// What a maintenance run found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Maintenance {
     /// Ended sessions removed.
     pub expired: usize,
     /// Live sessions left.
     pub live: usize,
+    /// Sessions dropped because the store cannot have written them (see [`Executed`]).
+    pub discarded: usize,
 }

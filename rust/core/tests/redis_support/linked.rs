@@ -63,6 +63,14 @@ impl LinkedRedis {
         }
     }
 
+    /// The same store, dropping sessions it cannot have written (see
+    /// [`RedisStore::with_bounds`]).
+    #[must_use]
+    pub fn with_bounds(mut self, max_payload_bytes: usize, ttl: Duration) -> Self {
+        self.store = self.store.with_bounds(max_payload_bytes, ttl);
+        self
+    }
+
     /// The calls' builder, for tests that look at the commands themselves.
     pub fn store(&self) -> &RedisStore {
         &self.store

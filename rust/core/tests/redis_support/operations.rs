@@ -21,6 +21,7 @@ pub fn new_session(payload: &[u8]) -> NewSession {
         payload,
         ttl: TTL,
         quota: None,
+        groups: Vec::new(),
     }
 }
 

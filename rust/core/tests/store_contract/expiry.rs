@@ -11,7 +11,11 @@ use super::{
 };
 
 fn maintenance(expired: usize, live: usize) -> Maintenance {
-    Maintenance { expired, live }
+    Maintenance {
+        expired,
+        live,
+        discarded: 0,
+    }
 }
 
 /// A session is live until the millisecond before `expires` and gone at it, even beside one
@@ -85,10 +89,7 @@ pub fn expired_sessions_are_invisible_before_maintenance(make: Factory<'_>) {
     }
     assert_eq!(
         run(&*store, delete(session.id), end),
-        Executed {
-            outcome: Outcome::NotFound,
-            expired: 1
-        }
+        Executed::expiring(Outcome::NotFound, 1)
     );
     assert_eq!(store.maintain(end).unwrap(), maintenance(0, 0));
 }

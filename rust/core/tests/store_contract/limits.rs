@@ -153,3 +153,64 @@ pub fn admission_is_taken_before_anything_else(make: Factory<'_>) {
         Outcome::Found(session)
     );
 }
+
+/// A session of `client` counted against its quota and, for the fair share, its groups.
+fn grouped(client: ClientKey) -> NewSession {
+    NewSession {
+        groups: client.groups(),
+        ..owned(client, 1)
+    }
+}
+
+/// Once the store is more than half full, a prefix group holding as many live sessions as
+/// are free gets no more: many /64s of one /48 stop at about half the capacity, and other
+/// groups still create until the store is full; a group's sessions ending frees its share.
+pub fn prefix_groups_share_the_last_half_fairly(make: Factory<'_>) {
+    let store = make(10);
+    let t0 = start();
+    let mut attacker = 0;
+    loop {
+        let address = format!("2001:db8:1:{attacker:x}::1");
+        match outcome(&*store, Action::Create(grouped(client(&address))), t0) {
+            Outcome::Created(_) => attacker += 1,
+            Outcome::Full { retry_after } => {
+                assert_eq!(retry_after, TTL);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(attacker <= 10, "the group was never stopped");
+    }
+    // Half of 10 plus one: at 6 live, 4 are free and the /48 holds 6.
+    assert_eq!(attacker, 6);
+    // Another /48 (and an IPv4 /24) still get in, each while it holds fewer than are free.
+    let other48 = |n: u32| client(&format!("2001:db8:2:{n:x}::1"));
+    assert!(matches!(
+        outcome(&*store, Action::Create(grouped(other48(0))), t0),
+        Outcome::Created(_)
+    ));
+    assert!(matches!(
+        outcome(&*store, Action::Create(grouped(other48(1))), t0),
+        Outcome::Created(_)
+    ));
+    assert!(matches!(
+        outcome(&*store, Action::Create(grouped(other48(2))), t0),
+        Outcome::Full { .. }
+    ));
+    assert!(matches!(
+        outcome(&*store, Action::Create(grouped(client("192.0.2.9"))), t0),
+        Outcome::Created(_)
+    ));
+    // A create without groups (an exempt client) is bound by the capacity alone.
+    create(&*store, &new_session(b"exempt", TTL), t0);
+    assert!(matches!(
+        outcome(&*store, Action::Create(new_session(b"exempt", TTL)), t0),
+        Outcome::Full { .. }
+    ));
+    // The attacker's sessions ending gives the group its share again.
+    let later = t0 + TTL;
+    assert!(matches!(
+        outcome(&*store, Action::Create(grouped(other48(3))), later),
+        Outcome::Created(_)
+    ));
+}

@@ -21,8 +21,8 @@ pub use self::expiry::{
     expiry_is_exact_to_the_millisecond, maintenance_removes_only_ended_sessions,
 };
 pub use self::limits::{
-    admission_is_taken_before_anything_else, quota_and_capacity_refusals_take_nothing,
-    quota_caps_the_live_sessions_of_a_client,
+    admission_is_taken_before_anything_else, prefix_groups_share_the_last_half_fairly,
+    quota_and_capacity_refusals_take_nothing, quota_caps_the_live_sessions_of_a_client,
 };
 pub use self::sessions::{
     conditional_read_names_the_current_version, create_then_read_round_trips_exactly,
@@ -52,6 +52,7 @@ fn new_session(payload: &[u8], ttl: Duration) -> NewSession {
         payload,
         ttl,
         quota: None,
+        groups: Vec::new(),
     }
 }
 

@@ -161,7 +161,8 @@ pub fn unknown_ids_are_not_found(make: Factory<'_>) {
         store.maintain(t0).unwrap(),
         Maintenance {
             expired: 0,
-            live: 0
+            live: 0,
+            discarded: 0
         }
     );
 }
@@ -189,7 +190,8 @@ pub fn delete_removes_the_session(make: Factory<'_>) {
         store.maintain(t0 + TTL).unwrap(),
         Maintenance {
             expired: 1,
-            live: 0
+            live: 0,
+            discarded: 0
         }
     );
 }

@@ -115,14 +115,14 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
     };
     let outcome = match (status, &items[2..]) {
         (0, [dropped]) => {
-            return Ok(Executed {
-                outcome: Outcome::Created(Meta {
+            return Ok(Executed::expiring(
+                Outcome::Created(Meta {
                     etag: new_etag()?,
                     last_modified: now,
                     expires: now + request.ttl,
                 }),
-                expired: count(dropped)?,
-            })
+                count(dropped)?,
+            ))
         }
         (1, [retry]) => Outcome::RateLimited {
             retry_after: wait(retry)?,
@@ -131,20 +131,15 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
             retry_after: wait(retry)?,
         },
         (3, [retry, dropped]) => {
-            return Ok(Executed {
-                outcome: Outcome::Full {
+            return Ok(Executed::expiring(
+                Outcome::Full {
                     retry_after: wait(retry)?,
                 },
-                expired: count(dropped)?,
-            })
+                count(dropped)?,
+            ))
         }
         (4, []) => Outcome::NotFound,
-        (4, [dropped]) => {
-            return Ok(Executed {
-                outcome: Outcome::NotFound,
-                expired: count(dropped)?,
-            })
-        }
+        (4, [dropped]) => return Ok(Executed::expiring(Outcome::NotFound, count(dropped)?)),
         (5, [tag, last_modified, expires, length]) => Outcome::NotModified {
             meta: meta(tag, last_modified, expires)?,
             length: count(length)?,
@@ -154,7 +149,7 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
             let Some(Value::BulkString(payload)) = items.pop() else {
                 return Err(StoreError::Corrupt(format!(
                     "session {} has no payload",
-                    request.id
+                    request.id.short()
                 )));
             };
             Outcome::Found(Session {
@@ -174,10 +169,16 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
             Outcome::PreconditionFailed(meta(tag, last_modified, expires)?)
         }
         (9, []) => Outcome::Deleted,
+        (11, []) => {
+            return Ok(Executed {
+                discarded: 1,
+                ..Executed::only(Outcome::NotFound)
+            })
+        }
         (10, []) => {
             return Err(StoreError::Corrupt(format!(
                 "session {} is missing fields",
-                request.id
+                request.id.short()
             )))
         }
         _ => return Err(corrupt("unknown status")),

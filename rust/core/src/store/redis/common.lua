@@ -62,9 +62,43 @@ local function matches(etag, first)
   return false
 end
 
+-- Removes session `id` (whose hash fields `owner` and `groups` are given) from the sets of
+-- its client and of its prefix groups.
+local function unown(prefix, id, owner, groups)
+  if owner then
+    redis.call('ZREM', prefix .. 'client:' .. owner, id)
+  end
+  if groups then
+    for name in string.gmatch(groups, '%S+') do
+      redis.call('ZREM', prefix .. 'group:' .. name, id)
+    end
+  end
+end
+
+-- Removes session `id` from everywhere: its key, its index entry, its client's and groups'
+-- sets.
+local function drop(index, prefix, id)
+  local key = prefix .. 'session:' .. id
+  local fields = redis.call('HMGET', key, 'owner', 'groups')
+  unown(prefix, id, fields[1], fields[2])
+  redis.call('DEL', key)
+  redis.call('ZREM', index, id)
+end
+
+-- Drops up to `limit` sessions that have ended at `now`; returns how many.
+local function trim(index, prefix, now, limit)
+  local ended = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(ended) do
+    drop(index, prefix, id)
+  end
+  return #ended
+end
+
 -- The validators of a live session: {etag, last_modified, expires}, or nil and the status
--- to answer (4: no live session, 10: a hash with fields missing).
-local function live_meta(key, now)
+-- to answer (4: no live session, 10: a hash with fields missing, 11: a session this store
+-- cannot have written, with a payload over `max` bytes or an expiry beyond now + `ttl`,
+-- which is dropped). `index`, `prefix` and `id` locate it for the drop.
+local function live_meta(key, now, index, prefix, id, max, ttl)
   local meta = redis.call('HMGET', key, 'etag', 'last_modified', 'expires')
   if not meta[1] and not meta[2] and not meta[3] then
     -- No session, unless a hash with none of these fields is there: not one the store wrote.
@@ -80,23 +114,21 @@ local function live_meta(key, now)
   if expires <= now then
     return nil, 4
   end
+  if expires > now + tonumber(ttl) or redis.call('HSTRLEN', key, 'payload') > tonumber(max) then
+    drop(index, prefix, id)
+    return nil, 11
+  end
   return meta
 end
 
--- Drops up to `limit` sessions that have ended at `now`: their keys, their index entries and
--- their entries in their client's set. Returns how many.
-local function trim(index, prefix, now, limit)
-  local ended = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit)
-  for _, id in ipairs(ended) do
-    local key = prefix .. 'session:' .. id
-    local owner = redis.call('HGET', key, 'owner')
-    if owner then
-      redis.call('ZREM', prefix .. 'client:' .. owner, id)
-    end
-    redis.call('DEL', key)
-    redis.call('ZREM', index, id)
+-- Adds `id`, ending at `expires`, to the sorted set `set`, which then expires with its
+-- newest member (keeping a later expiry if one is set).
+local function own(set, id, now, expires)
+  redis.call('ZADD', set, int(expires), id)
+  local left = redis.call('PTTL', set)
+  if left < 0 or now + left < expires then
+    redis.call('PEXPIREAT', set, int(expires))
   end
-  return #ended
 end
 
 -- How many sessions of the index are live at `now`.

@@ -8,11 +8,9 @@ local wait = take_token(KEYS[1], now, ARGV[2], ARGV[3])
 if wait > 0 then
   return {1, now, wait}
 end
-local meta = redis.call('HMGET', KEYS[2], 'expires', 'owner')
+local meta = redis.call('HMGET', KEYS[2], 'expires', 'owner', 'groups')
 local indexed = redis.call('ZREM', KEYS[3], ARGV[5])
-if meta[2] then
-  redis.call('ZREM', ARGV[4] .. 'client:' .. meta[2], ARGV[5])
-end
+unown(ARGV[4], ARGV[5], meta[2], meta[3])
 if redis.call('DEL', KEYS[2]) == 0 then
   return {4, now, indexed}
 end

@@ -17,6 +17,9 @@
 //!   capacity count, consistent across processes.
 //! - `{prefix}client:{client}`, a sorted set per client with a quota: its sessions, scored by
 //!   `expires`; it expires with its newest session.
+//! - `{prefix}group:{network}`, a sorted set per prefix group (IPv4 /24, IPv6 /56 and /48)
+//!   sharing the capacity fairly: its sessions, scored by `expires`; the hash's `groups`
+//!   field names the groups of a session.
 //! - `{prefix}bucket:{create|session}:{client}`, a token bucket (`tokens`, `updated`); it
 //!   expires once it would be full again.
 //!
@@ -59,17 +62,35 @@ pub struct RedisStore {
     prefix: String,
     index: String,
     capacity: usize,
+    /// Largest payload a session written by this store can hold: a larger one was not.
+    max_payload: String,
+    /// Longest a session written by this store lives, in ms: one ending later was not.
+    ttl: String,
 }
 
 impl RedisStore {
     /// The store under `config`'s key prefix, holding at most `capacity` live sessions
-    /// across every process sharing the prefix.
+    /// across every process sharing the prefix. Every session it finds is taken as its own
+    /// until [`RedisStore::with_bounds`] says what it can have written.
     pub fn new(config: &RedisConfig, capacity: usize) -> Self {
         Self {
             prefix: config.key_prefix.clone(),
             index: format!("{}sessions", config.key_prefix),
             capacity,
+            max_payload: u64::MAX.to_string(),
+            ttl: (1_u64 << 53).to_string(),
         }
+    }
+
+    /// The same store, dropping (and reporting as discarded) every session it reads or
+    /// maintains whose payload is over `max_payload_bytes` or whose expiry lies beyond now +
+    /// `ttl`: sessions it cannot have written, which would otherwise hold capacity or
+    /// memory for as long as their forger wants.
+    #[must_use]
+    pub fn with_bounds(mut self, max_payload_bytes: usize, ttl: std::time::Duration) -> Self {
+        self.max_payload = max_payload_bytes.to_string();
+        self.ttl = millis_of(ttl);
+        self
     }
 
     /// What every connection sends when it opens: the URL's `AUTH` and `SELECT`, then a
@@ -94,12 +115,18 @@ impl RedisStore {
                 );
                 let session = self.session_key(&new.id.to_string());
                 let client_set = format!("{}client:{client}", self.prefix);
-                let keys = [
+                let names: Vec<String> = new.groups.iter().map(ToString::to_string).collect();
+                let group_sets: Vec<String> = names
+                    .iter()
+                    .map(|name| format!("{}group:{name}", self.prefix))
+                    .collect();
+                let mut keys = vec![
                     bucket.as_bytes(),
                     session.as_bytes(),
                     self.index.as_bytes(),
                     client_set.as_bytes(),
                 ];
+                keys.extend(group_sets.iter().map(String::as_bytes));
                 args.extend([
                     self.prefix.as_bytes().to_vec(),
                     new.id.to_string().into_bytes(),
@@ -109,15 +136,17 @@ impl RedisStore {
                     self.capacity.to_string().into_bytes(),
                     quota.into_bytes(),
                     client.into_bytes(),
+                    names.join(" ").into_bytes(),
                 ]);
                 SCRIPTS.create.call(&keys, &borrowed(&args))
             }
             Action::Read { id, if_none_match } => {
+                let id = id.to_string();
+                self.push_bounds(&mut args, &id);
                 push_tags(&mut args, if_none_match.as_ref());
-                let session = self.session_key(&id.to_string());
-                SCRIPTS
-                    .read
-                    .call(&[bucket.as_bytes(), session.as_bytes()], &borrowed(&args))
+                let session = self.session_key(&id);
+                let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
+                SCRIPTS.read.call(&keys, &borrowed(&args))
             }
             Action::Replace {
                 id,
@@ -125,13 +154,14 @@ impl RedisStore {
                 payload,
                 etag,
             } => {
+                let id = id.to_string();
                 args.push(payload.to_vec());
                 args.push(etag.opaque().as_bytes().to_vec());
+                self.push_bounds(&mut args, &id);
                 push_tags(&mut args, Some(if_match));
-                let session = self.session_key(&id.to_string());
-                SCRIPTS
-                    .replace
-                    .call(&[bucket.as_bytes(), session.as_bytes()], &borrowed(&args))
+                let session = self.session_key(&id);
+                let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
+                SCRIPTS.replace.call(&keys, &borrowed(&args))
             }
             Action::Delete { id } => {
                 let id = id.to_string();
@@ -177,7 +207,12 @@ impl RedisStore {
         let batch = MAINTENANCE_BATCH.to_string();
         SCRIPTS.maintain.call(
             &[self.index.as_bytes()],
-            &[now.as_bytes(), self.prefix.as_bytes(), batch.as_bytes()],
+            &[
+                now.as_bytes(),
+                self.prefix.as_bytes(),
+                batch.as_bytes(),
+                self.ttl.as_bytes(),
+            ],
         )
     }
 
@@ -187,12 +222,22 @@ impl RedisStore {
     /// [`StoreError`] for a reply that is not what the script promises.
     pub fn decode_maintenance(reply: Value) -> Result<Maintenance, StoreError> {
         match codec::array(reply)?.as_slice() {
-            [_, expired, live] => Ok(Maintenance {
+            [_, expired, live, discarded] => Ok(Maintenance {
                 expired: codec::count(expired)?,
                 live: codec::count(live)?,
+                discarded: codec::count(discarded)?,
             }),
             _ => Err(codec::corrupt("maintenance")),
         }
+    }
+
+    /// The key prefix, the id and the bounds, for scripts that drop what the store cannot
+    /// have written.
+    fn push_bounds(&self, args: &mut Vec<Vec<u8>>, id: &str) {
+        args.push(self.prefix.as_bytes().to_vec());
+        args.push(id.as_bytes().to_vec());
+        args.push(self.max_payload.as_bytes().to_vec());
+        args.push(self.ttl.as_bytes().to_vec());
     }
 
     fn session_key(&self, id: &str) -> String {
