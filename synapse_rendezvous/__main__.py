@@ -62,14 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument(
         "--timeout",
         type=_seconds,
-        default=10.0,
+        default=30.0,
         metavar="SECONDS",
-        help="time limit of each request (default: 10)",
+        help="time limit of the whole check: every connection and read gets only what is left "
+        "of it (default: 30)",
     )
     check.add_argument(
         "--origin",
         default="https://app.element.io",
         help="the Origin sent like a browser would (default: https://app.element.io)",
+    )
+    check.add_argument(
+        "--allow-other-origin",
+        action="store_true",
+        help="send the session requests to the session URL the server gives even when it is on "
+        "another origin (scheme, host, port) than the create; by default the check refuses, "
+        "so that a homeserver cannot make it send requests to other hosts",
     )
 
     args = parser.parse_args(argv)
@@ -85,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TargetError as error:
             check.error(str(error))
         return run_check_command(
-            target, json_output=args.json, timeout=args.timeout, origin=args.origin
+            target,
+            json_output=args.json,
+            timeout=args.timeout,
+            origin=args.origin,
+            allow_other_origin=args.allow_other_origin,
         )
     parser.error(f"unknown command {args.command!r}")
     return 2

@@ -7,26 +7,49 @@ misbehaviour seen in the wild: the check must name that fault, and only that fau
 Each Synapse boots once per module (module-scoped fixtures). Servers behind the proxy have
 ``public_baseurl`` pointing at the proxy, as in a real deployment, so that the session URLs
 lead through it too.
+
+The last part plays a hostile homeserver (`support.hostile.HostileServer`, on loopback) against
+the check's own defences: session URLs and redirects to other origins, https to http, a
+trickling server against ``--timeout``, and decompression bombs.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from typing import TYPE_CHECKING
 
 import pytest
 from http_client import get
+from support.hostile import (
+    CREATE_PATH,
+    SESSION_PATH,
+    HostileServer,
+    LoopbackTls,
+    Trickle,
+    created,
+    endless_body,
+    gzip_bomb,
+    loopback_tls,
+    redirect,
+)
 from support.proxy import Faults, ReverseProxy
 
 from synapse_rendezvous.__main__ import main
 from synapse_rendezvous.cli.check import TargetError, parse_target, run_check
+from synapse_rendezvous.cli.check_exchange import MAX_REDIRECTS
 from synapse_rendezvous.cli.check_findings import format_finding
+from synapse_rendezvous.cli.check_http import MAX_BODY_BYTES
 from synapse_rendezvous.devserver import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from conftest import ServerFactory
 
@@ -198,8 +221,6 @@ def test_cli_prints_one_line_per_finding(
 
 
 def test_cli_json_report(takeover: DevServer, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
     code = main(["check", takeover.base_url.rstrip("/"), "--json", "--timeout", "5"])
     out, err = capsys.readouterr()
     assert code == 0, out
@@ -275,8 +296,8 @@ def test_timeout_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
         code, out = _run_cli(["check", f"http://127.0.0.1:{port}/", "--timeout", "0.5"], capsys)
         elapsed = time.monotonic() - started
     assert code == 1
-    assert "no answer from 127.0.0.1" in out
-    assert "within 0.5 s" in out
+    assert "no complete answer from 127.0.0.1" in out
+    assert "within the check's time limit (--timeout 0.5 s, for the whole run)" in out
     assert elapsed < 5, elapsed
 
 
@@ -284,7 +305,10 @@ def test_tls_to_a_plain_http_port(takeover: DevServer, capsys: pytest.CaptureFix
     """Twisted waits for a request line that the TLS ClientHello never completes."""
     code, out = _run_cli(["check", f"https://127.0.0.1:{takeover.port}/", "--timeout", "1"], capsys)
     assert code == 1
-    assert f"the TLS handshake with 127.0.0.1:{takeover.port} got no answer within 1 s" in out
+    assert (
+        f"the TLS handshake with 127.0.0.1:{takeover.port} got no answer within the check's "
+        "time limit (--timeout 1 s" in out
+    )
     assert "plain HTTP" in out
 
 
@@ -466,5 +490,242 @@ def test_proxy_stops_its_threads() -> None:
     with ReverseProxy() as proxy:
         assert get(proxy.base_url, "/anything").status == 502  # no upstream yet
     proxy.stop()  # idempotent
+    leftover = [t for t in threading.enumerate() if t.ident not in before]
+    assert leftover == []
+
+
+# -- a hostile homeserver ---------------------------------------------------------------------
+#
+# What a homeserver answers decides where the check sends its requests and how long and how
+# much it reads: none of it may be trusted.
+
+CREATE = f"POST {CREATE_PATH}"
+
+
+def paths(server: HostileServer) -> list[tuple[str, str]]:
+    return [(s.method, s.path) for s in server.seen]
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LoopbackTls:
+    """A certificate for 127.0.0.1 that the check trusts (through ``SSL_CERT_FILE``)."""
+    made = loopback_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(made.ca_file))
+    return made
+
+
+def test_session_url_on_another_origin_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A create whose session URL leads to another server (here another port): nothing is sent
+    there, unless the admin says so with --allow-other-origin."""
+    with HostileServer() as server, HostileServer() as other:
+        session_url = other.url(SESSION_PATH)
+        server.routes[CREATE] = created(session_url)
+        code, out = _run_cli(["check", server.base_url, "--json"], capsys)
+        report = json.loads(out)
+        assert code == 1
+        assert [(f["id"], f["verdict"]) for f in report["findings"]] == [
+            ("versions", "OK"),
+            ("create", "OK"),
+            ("session-url", "FAIL"),
+        ], out
+        refusal = report["findings"][-1]
+        assert session_url in refusal["summary"]
+        assert "--allow-other-origin" in refusal["summary"]
+        assert "--allow-other-origin" in refusal["fix"]
+        assert report["session_url"] == session_url
+        assert other.seen == []  # no preflight, no GET, no cleanup DELETE
+
+        code, out = _run_cli(["check", server.base_url, "--allow-other-origin"], capsys)
+        assert code == 1
+        assert "--allow-other-origin" not in out
+        assert f"the new session is 404 at its URL {session_url}" in out
+        assert paths(other) == [
+            ("OPTIONS", SESSION_PATH),
+            ("GET", SESSION_PATH),
+            ("DELETE", SESSION_PATH),  # the cleanup
+        ]
+
+
+def test_synapse_checked_through_a_proxy_it_does_not_know(takeover: DevServer) -> None:
+    """The real case: a Synapse whose public_baseurl is not the URL checked gives session URLs
+    on its own origin. Refused (the session is left to expire), then, allowed, all OK."""
+    with ReverseProxy(takeover.base_url) as proxy:
+        report = check(proxy.base_url)
+        assert not_ok(report) == {"session-url": "FAIL"}, shown(report)
+        assert report.session_url is not None
+        assert report.session_url.startswith(takeover.base_url)
+        assert f"on another origin ({takeover.base_url.rstrip('/')})" in summary(
+            report, "session-url"
+        )
+        assert get(report.session_url, report.session_url).status == 200  # not even deleted
+
+        report = run_check(parse_target(proxy.base_url), timeout=5, allow_other_origin=True)
+        assert tuple(f.id for f in report.findings) == ALL_IDS, shown(report)
+        assert not_ok(report) == {}, shown(report)
+        assert_deleted(report)
+
+
+def test_delegation_redirect_to_another_origin_is_followed() -> None:
+    """Delegation mode: the create's 307 may lead to another origin, which may then serve the
+    sessions; a second hop to yet another origin is not followed."""
+    with HostileServer() as server, HostileServer() as delegate, HostileServer() as third:
+        server.routes[CREATE] = redirect(delegate.url(CREATE_PATH))
+        delegate.routes[CREATE] = created(delegate.url(SESSION_PATH))
+        report = check(server.base_url)
+        assert f"via 307 to {delegate.url(CREATE_PATH)}" in summary(report, "create")
+        assert "the new session is 404" in summary(report, "session-url")  # it was asked
+        assert ("GET", SESSION_PATH) in paths(delegate)
+
+        delegate.routes[CREATE] = redirect(third.url(CREATE_PATH), 308)
+        report = check(server.base_url)
+        assert not_ok(report) == {"create": "FAIL"}, shown(report)
+        assert f"a redirect to another origin ({third.url(CREATE_PATH)}), not followed" in (
+            summary(report, "create")
+        )
+        assert third.seen == []
+
+
+def test_redirects_are_bounded() -> None:
+    with HostileServer() as server:
+        server.routes[CREATE] = redirect(CREATE_PATH)  # to itself, forever
+        report = check(server.base_url)
+        assert not_ok(report) == {"create": "FAIL"}, shown(report)
+        assert f"one redirect too many (after {MAX_REDIRECTS}" in summary(report, "create")
+        assert paths(server).count(("POST", CREATE_PATH)) == MAX_REDIRECTS + 1
+
+
+@pytest.mark.parametrize("step", ["discovery", "create"])
+def test_no_redirect_from_https_to_http(step: str, tls: LoopbackTls) -> None:
+    with HostileServer(tls=tls) as server, HostileServer() as plain:
+        if step == "discovery":
+            path = "/.well-known/matrix/client"
+            target = f"127.0.0.1:{server.port}"  # a server name: discovery over https
+        else:
+            path, target = CREATE_PATH, server.base_url
+        server.routes[path] = redirect(plain.url(path), 302 if step == "discovery" else 307)
+        report = run_check(parse_target(target), timeout=5)
+        assert not_ok(report) == {step: "FAIL"}, shown(report)
+        assert f"a redirect from https to http ({plain.url(path)}), not followed" in summary(
+            report, step
+        )
+        assert plain.seen == []
+        if step == "create":
+            assert report.get("versions") is not None  # https itself worked
+
+
+def test_discovery_redirect_to_another_origin_is_not_followed() -> None:
+    with HostileServer() as server, HostileServer() as other:
+        path = "/.well-known/matrix/client"
+        server.routes[path] = redirect(other.url(path), 301)
+        report = run_check(parse_target(f"127.0.0.1:{server.port}"), discovery_scheme="http")
+        assert not_ok(report) == {"discovery": "FAIL"}, shown(report)
+        assert f"a redirect to another origin ({other.url(path)}), not followed" in summary(
+            report, "discovery"
+        )
+        assert other.seen == []
+
+
+def test_trickled_headers_end_at_the_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that sends its headers one byte every 0.5 s: every read gets a byte in time,
+    but the whole check still ends at --timeout."""
+    with HostileServer() as server:
+        server.routes["/_matrix/client/versions"] = Trickle(
+            b"HTTP/1.1 200 OK\r\nX-Trickle: " + b"." * 10_000, interval=0.5
+        )
+        started = time.monotonic()
+        code, out = _run_cli(["check", server.base_url, "--timeout", "1.5"], capsys)
+        elapsed = time.monotonic() - started
+    assert code == 1
+    assert "time limit 1.5 s for the whole check" in out.splitlines()[0]
+    assert "FAIL  versions          cannot reach" in out
+    assert "no complete answer from 127.0.0.1" in out
+    assert 1.4 < elapsed < 1.5 + 1.0, elapsed
+
+
+def test_time_limit_is_for_the_whole_run() -> None:
+    """Two slow answers that would each fit in --timeout, but not together: the second one
+    gets only what the first left, and fails."""
+    body = json.dumps({"unstable_features": {"org.matrix.msc4108": True}}).encode()
+    body = body.ljust(50)  # trickled in about 1 s
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with HostileServer() as server:
+        server.routes["/_matrix/client/versions"] = Trickle(body, 0.02, head.encode())
+        # About 2 s for the status line and 200 bytes of a header: it never gets that long.
+        server.routes[CREATE] = Trickle(b"HTTP/1.1 201 Created\r\nX-Slow: " + b"." * 200, 0.01)
+        started = time.monotonic()
+        report = run_check(parse_target(server.base_url), timeout=2.5)
+        elapsed = time.monotonic() - started
+    assert not_ok(report) == {"create": "FAIL"}, shown(report)
+    assert "no complete answer" in summary(report, "create")
+    assert elapsed < 2.5 + 1.0, elapsed
+
+
+def test_control_characters_from_the_server_are_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Findings quote what the server sent: no escape sequence reaches the terminal."""
+    with HostileServer() as server:
+        server.routes[CREATE] = created(server.url(SESSION_PATH + "\x1b[2J\x1b]0;owned\x07"))
+        code, out = _run_cli(["check", server.base_url], capsys)
+    assert code == 1
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "rendezvous/01HOSTILE\\x1b[2J\\x1b]0;owned\\x07 is not reachable" in out, out
+
+
+#: Runs the command line in a fresh interpreter and prints its peak memory (KiB) on stderr.
+_MEASURED = """
+import resource, sys
+from synapse_rendezvous.__main__ import main
+code = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _run_measured(argv: list[str]) -> tuple[int, str, int]:
+    """``python -m synapse_rendezvous`` in a subprocess: exit status, stdout, max RSS in MiB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *argv], capture_output=True, text=True, timeout=60
+    )
+    return done.returncode, done.stdout, int(done.stderr.strip().splitlines()[-1]) >> 10
+
+
+@pytest.mark.parametrize(
+    ("route", "wbits"),
+    [(CREATE, 16 + zlib.MAX_WBITS), (CREATE, zlib.MAX_WBITS), ("/_matrix/client/versions", 0)],
+    ids=["gzip-bomb", "deflate-bomb", "endless-body"],
+)
+def test_huge_bodies_are_not_read(route: str, wbits: int) -> None:
+    """About 1 MB of gzip (or deflate) that decodes to about 1 GB of zeros, or a plain body
+    that never ends: a FAIL finding, and the check's memory stays small."""
+    with HostileServer() as server:
+        if wbits:
+            decoded, server.routes[route] = gzip_bomb(1_000_000, status=201, wbits=wbits)
+            assert decoded > 900 << 20
+            words = "that decodes to more than 1 MiB"
+        else:
+            server.routes[route] = endless_body()
+            words = f"with a body of more than {MAX_BODY_BYTES >> 20} MiB"
+        code, out, rss_mib = _run_measured(["check", server.base_url, "--json", "--timeout", "20"])
+    report = json.loads(out)
+    failed = [f for f in report["findings"] if f["verdict"] != "OK"]
+    assert code == 1
+    assert [f["id"] for f in failed] == ["create" if route == CREATE else "versions"], out
+    assert words in failed[0]["summary"]
+    assert rss_mib < 200, rss_mib
+
+
+def test_hostile_server_stops_its_threads() -> None:
+    """Stopping ends a trickle in progress at once, and no thread is left behind."""
+    before = {t.ident for t in threading.enumerate()}
+    with HostileServer({"/slow": Trickle(b"HTTP/1.1 200 OK\r\n" * 100, interval=0.5)}) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(1) == b"H"
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 2
+        assert paths(server) == [("GET", "/slow")]
     leftover = [t for t in threading.enumerate() if t.ident not in before]
     assert leftover == []

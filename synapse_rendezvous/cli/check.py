@@ -9,7 +9,13 @@ The run: discovery (for a bare server name), ``/versions``, a browser preflight 
 POST (following a delegation 307), a preflight on the session URL, a read as the scanning
 device, a conditional poll (304), a conditional write (202), a poll that must see it, a write
 with a stale ETag (412), the rules of `check_rules` over everything recorded, then DELETE and
-a read that must be 404. The session is deleted in any case: nothing is left behind.
+a read that must be 404. The session is deleted in any case, time permitting: nothing is left
+behind.
+
+What a homeserver answers decides where the check sends requests, so it is restricted: the
+session URL must be on an origin the create went to (unless ``allow_other_origin``), redirects
+are never followed from https to http, nor to another origin except the create's delegation
+307, and the whole run ends within ``timeout`` seconds however slowly the server answers.
 
 Modules: `check_http` (the HTTP client), `check_exchange` (the steps), `check_rules` (findings
 across the exchange), `check_findings` (the report).
@@ -22,7 +28,7 @@ import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from synapse_rendezvous.cli.check_exchange import (
     CREATE_PATH,
@@ -34,7 +40,7 @@ from synapse_rendezvous.cli.check_exchange import (
     network_fix,
 )
 from synapse_rendezvous.cli.check_findings import Report, format_finding, format_totals
-from synapse_rendezvous.cli.check_http import HttpClient, NetworkError
+from synapse_rendezvous.cli.check_http import HttpClient, NetworkError, redirect_target
 from synapse_rendezvous.cli.check_rules import RULES
 
 if TYPE_CHECKING:
@@ -56,7 +62,8 @@ __all__ = [
 VERSIONS_PATH = "_matrix/client/versions"
 WELL_KNOWN_PATH = ".well-known/matrix/client"
 DEFAULT_ORIGIN = "https://app.element.io"
-DEFAULT_TIMEOUT = 10.0
+#: Seconds for the whole run (about a dozen requests; a healthy server needs one or two).
+DEFAULT_TIMEOUT = 30.0
 USER_AGENT = "synapse-rendezvous-check (MSC4108)"
 
 _SERVER_NAME = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
@@ -135,13 +142,22 @@ def _discover(report: Report, http: HttpClient, server_name: str, scheme: str) -
 
 
 def _get_following_redirects(http: HttpClient, url: str) -> Response:
-    for _ in range(MAX_REDIRECTS):
+    """GET, following at most `MAX_REDIRECTS` redirects within the origin, none to http.
+
+    Raises `NetworkError` (``redirect``) for a redirect not followed.
+    """
+    for hops in range(MAX_REDIRECTS + 1):
         response = http.request("GET", url, headers=[("Accept", "application/json")])
         location = response.header("Location")
         if response.status not in (301, 302, 303, 307, 308) or not location:
-            break
-        url = urljoin(url, location)
-    return response
+            return response
+        target, refusal = redirect_target(url, location, other_origin=False)
+        if refusal is None and hops == MAX_REDIRECTS:
+            refusal = f"one redirect too many (after {MAX_REDIRECTS}, to {target})"
+        if refusal is not None:
+            raise NetworkError("redirect", f"answered {response.status}: {refusal}")
+        url = target
+    raise AssertionError("unreachable")
 
 
 def _versions(report: Report, http: HttpClient, base_url: str) -> None:
@@ -150,7 +166,8 @@ def _versions(report: Report, http: HttpClient, base_url: str) -> None:
     try:
         response = http.request("GET", url, headers=[("Accept", "application/json")])
     except NetworkError as error:
-        report.fail("versions", f"cannot reach {base_url}: {error}", network_fix(error))
+        what = f"GET {url}" if error.kind == "size" else f"cannot reach {base_url}"
+        report.fail("versions", f"{what}: {error}", network_fix(error))
         raise Abort from None
     value = response.json() if response.status == 200 else None
     if not isinstance(value, dict):
@@ -176,10 +193,12 @@ def _versions(report: Report, http: HttpClient, base_url: str) -> None:
         )
 
 
-def _exchange(report: Report, http: HttpClient, base_url: str, origin: str) -> None:
+def _exchange(
+    report: Report, http: HttpClient, base_url: str, origin: str, allow_other_origin: bool
+) -> None:
     """The rendezvous exchange, the rules over it, and the cleanup."""
     ex = Exchange(origin=origin)
-    steps = Steps(report, http, ex)
+    steps = Steps(report, http, ex, allow_other_origin=allow_other_origin)
     try:
         ex.preflight_create = steps.preflight(base_url + CREATE_PATH, "POST", "content-type")
         steps.create(base_url)
@@ -208,13 +227,16 @@ def run_check(
     origin: str = DEFAULT_ORIGIN,
     on_finding: Callable[[Finding], None] | None = None,
     discovery_scheme: str = "https",
+    allow_other_origin: bool = False,
 ) -> Report:
     """Run the whole check and return its report; network trouble becomes FAIL findings.
 
-    ``discovery_scheme`` exists for tests on loopback; clients always discover over https.
+    ``timeout`` bounds the whole run, from this call on. ``allow_other_origin`` lets the
+    check follow a session URL to an origin the create did not go to. ``discovery_scheme``
+    exists for tests on loopback; clients always discover over https.
     """
     report = Report(target=target.text, on_finding=on_finding)
-    http = HttpClient(timeout=timeout, user_agent=USER_AGENT)
+    http = HttpClient(timeout=timeout, user_agent=USER_AGENT)  # the deadline starts here
     base_url = target.base_url
     if base_url is None:
         assert target.server_name is not None
@@ -224,7 +246,7 @@ def run_check(
     report.base_url = base_url
     try:
         _versions(report, http, base_url)
-        _exchange(report, http, base_url, origin)
+        _exchange(report, http, base_url, origin, allow_other_origin)
     except Abort:
         pass
     return report
@@ -236,6 +258,7 @@ def run_check_command(
     json_output: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     origin: str = DEFAULT_ORIGIN,
+    allow_other_origin: bool = False,
     out: TextIO | None = None,
 ) -> int:
     """The ``check`` command: one line per finding as it goes (or one JSON report at the end),
@@ -248,12 +271,16 @@ def run_check_command(
     if not json_output:
         print(
             f"Checking the MSC4108 rendezvous of {target.text} as Element Web and Element X "
-            f"would (timeout {timeout:g} s per request)",
+            f"would (time limit {timeout:g} s for the whole check)",
             file=stream,
             flush=True,
         )
     report = run_check(
-        target, timeout=timeout, origin=origin, on_finding=None if json_output else show
+        target,
+        timeout=timeout,
+        origin=origin,
+        on_finding=None if json_output else show,
+        allow_other_origin=allow_other_origin,
     )
     if json_output:
         print(json.dumps(report.to_json(), indent=2), file=stream)

@@ -14,9 +14,9 @@ import secrets
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from synapse_rendezvous.cli.check_http import NetworkError
+from synapse_rendezvous.cli.check_http import NetworkError, redirect_target, url_origin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CREATE_PATH = "_matrix/client/unstable/org.matrix.msc4108/rendezvous"
 #: What browsers send: a compressing proxy only shows itself to clients that accept it.
 ACCEPT_ENCODING = "gzip, deflate, br"
+#: Redirects followed at most (of the create; of discovery).
 MAX_REDIRECTS = 5
 #: Where fixes point to for reverse-proxy recipes.
 GUIDE = "docs/admin-guide.md"
@@ -42,6 +43,15 @@ WORKERS_FIX = (
 _URL_FIX = (
     "set public_baseurl to the public https URL clients use (and msc4108_delegation_endpoint "
     "to public_baseurl + _synapse/client/rendezvous)"
+)
+_OTHER_ORIGIN_FIX = (
+    "if this server really serves its sessions there (a separate rendezvous host, or Synapse "
+    "checked directly while its public_baseurl is the proxy's URL), rerun with "
+    "--allow-other-origin; otherwise set public_baseurl to the public https URL clients use"
+)
+_REDIRECT_FIX = (
+    "serve the create on the homeserver's base URL, or redirect it once with 307 to "
+    "msc4108_delegation_endpoint (https when the homeserver is https)"
 )
 _CACHE_FIX = (
     "turn off caching on the rendezvous paths (proxy_cache, CDN cache rules) and let "
@@ -72,8 +82,12 @@ def network_fix(error: NetworkError) -> str:
         "and port, and that no firewall is in the way",
         "tls": "serve a valid certificate for this host name (clients refuse invalid ones) "
         "and speak TLS on the https port",
-        "timeout": "check firewalls and the reverse proxy's upstream; raise --timeout if the "
-        "server is only slow",
+        "timeout": "check firewalls and the reverse proxy's upstream; raise --timeout (the "
+        "time limit of the whole check) if the server is only slow",
+        "size": "find what answers this path with such a body (rendezvous answers are a few "
+        "KiB): an error page of the reverse proxy, or another server than Synapse",
+        "redirect": "serve this path directly, or redirect only within the same origin and "
+        "never from https to http",
     }.get(error.kind, "look at the reverse proxy's and Synapse's logs for this request")
 
 
@@ -146,10 +160,14 @@ def _is_loopback(host: str | None) -> bool:
 class Steps:
     """The steps of the exchange, in the order `check` calls them."""
 
-    def __init__(self, report: Report, http: HttpClient, ex: Exchange) -> None:
+    def __init__(
+        self, report: Report, http: HttpClient, ex: Exchange, *, allow_other_origin: bool = False
+    ) -> None:
         self.report = report
         self.http = http
         self.ex = ex
+        #: Send the session requests to a session URL on an origin the create did not go to.
+        self.allow_other_origin = allow_other_origin
         self.payloads = [_payload(), _payload(), _payload()]
 
     # -- plumbing -------------------------------------------------------------------------
@@ -208,16 +226,33 @@ class Steps:
             return error
 
     def create(self, base_url: str) -> None:
-        """POST the first message, following 307/308 with the same body and headers."""
+        """POST the first message, following 307/308 with the same body and headers.
+
+        Of at most `MAX_REDIRECTS` redirects, one may lead to another origin (delegation
+        mode's, to ``msc4108_delegation_endpoint``), none from https to http. The session URL
+        must then be on one of the origins the create went to (unless ``allow_other_origin``):
+        a homeserver could otherwise make the check send requests to any host.
+        """
         ex = self.ex
         url = base_url + CREATE_PATH
-        for _ in range(MAX_REDIRECTS):
+        origins = [url_origin(url)]
+        for hops in range(MAX_REDIRECTS + 1):
             response = self._send("create", "POST", url, self.payloads[0])
             location = response.header("Location")
             if response.status not in (307, 308) or not location:
                 break
+            target, refusal = redirect_target(url, location, other_origin=len(origins) == 1)
+            if refusal is None and hops == MAX_REDIRECTS:
+                refusal = f"one redirect too many (after {MAX_REDIRECTS}, to {target})"
+            if refusal is not None:
+                self.report.fail(
+                    "create", f"POST {url} answered {response.status}: {refusal}", _REDIRECT_FIX
+                )
+                raise Abort
             ex.redirects.append(response)
-            url = urljoin(url, location)
+            if url_origin(target) not in origins:
+                origins.append(url_origin(target))
+            url = target
         what = f"POST {url}"
         if 300 <= response.status < 400:
             self.report.fail(
@@ -248,28 +283,45 @@ class Steps:
             )
             raise Abort
         ex.create = response
-        ex.session_url = self.report.session_url = session_url
+        self.report.session_url = session_url
         via = f" (via {ex.redirects[-1].status} to {url})" if ex.redirects else ""
         self.report.ok("create", f"POST /{CREATE_PATH} answers 201 with a session URL{via}")
+        self._judge_origin(session_url, [o for o in origins if o is not None])
+        ex.session_url = session_url
+
+    def _judge_origin(self, url: str, origins: list[str]) -> None:
+        """FAIL and abort, before anything is sent there, for a session URL that is not an
+        absolute http(s) URL, or (unless allowed) not on an origin the create went to."""
+        origin = url_origin(url)
+        if origin is None:
+            self.report.fail(
+                "session-url", f"the session URL {url!r} is not an absolute http(s) URL", _URL_FIX
+            )
+            raise Abort
+        if origin in origins or self.allow_other_origin:
+            return
+        self.report.fail(
+            "session-url",
+            f"the session URL {url} is on another origin ({origin}) than the create "
+            f"({' and '.join(origins)}): the check sends nothing there unless run with "
+            "--allow-other-origin",
+            _OTHER_ORIGIN_FIX,
+        )
+        raise Abort
 
     def read(self, base_url: str) -> None:
         """The scanning device's first GET, which also judges the session URL."""
         url = self.ex.session_url
         assert url is not None
         parts, base = urlsplit(url), urlsplit(base_url)
-        problem = None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problem = f"the session URL {url!r} is not an absolute http(s) URL"
-        elif base.scheme == "https" and parts.scheme != "https":
+        problem = None  # both only with --allow-other-origin: another origin otherwise
+        if base.scheme == "https" and parts.scheme != "https":
             problem = (
                 f"the session URL {url} is http:// although the homeserver is https://: "
                 "browsers block it and it travels in clear"
             )
         elif _is_loopback(parts.hostname) and not _is_loopback(base.hostname):
             problem = f"the session URL {url} points at a loopback address: phones cannot reach it"
-        if problem is not None and not parts.hostname:
-            self.report.fail("session-url", problem, _URL_FIX)
-            raise Abort
         try:
             response = self.http.request(
                 "GET",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -14,6 +15,9 @@ Verdict = Literal["OK", "WARN", "FAIL"]
 VERDICTS: tuple[Verdict, ...] = ("OK", "WARN", "FAIL")
 
 _ID_WIDTH = 16
+#: C0 and C1 control characters: summaries quote what the server sent (URLs, headers, error
+#: messages), and a terminal must not take an escape sequence from it for a command.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,18 @@ class Report:
 
 
 def format_finding(finding: Finding) -> str:
-    """``OK    versions          summary``, plus an indented ``fix:`` line unless OK."""
-    line = f"{finding.verdict:<4}  {finding.id:<{_ID_WIDTH}}  {finding.summary}"
+    """``OK    versions          summary``, plus an indented ``fix:`` line unless OK.
+
+    Control characters are shown escaped (``\\x1b``).
+    """
+    line = f"{finding.verdict:<4}  {finding.id:<{_ID_WIDTH}}  {_printable(finding.summary)}"
     if finding.fix:
-        line += f"\n{'':<4}  {'':<{_ID_WIDTH}}  fix: {finding.fix}"
+        line += f"\n{'':<4}  {'':<{_ID_WIDTH}}  fix: {_printable(finding.fix)}"
     return line
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def format_totals(report: Report) -> str:
