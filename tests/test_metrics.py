@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -274,3 +276,43 @@ def test_store_errors_are_counted_when_redis_is_down(setup: Setup) -> None:
     counts = responses(after)
     assert counts.get(("POST", "503"), 0) >= 1
     assert counts.get(("GET", "503"), 0) >= 1
+
+
+def _documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """The metrics table of docs/integration.md: name to (type, labels)."""
+    text = (Path(__file__).resolve().parent.parent / "docs/integration.md").read_text("utf-8")
+    rows = re.findall(r"^\| `(synapse_rendezvous_\w+)` \| (\w+) \| ([^|]*) \|", text, re.MULTILINE)
+    return {
+        name: (kind, frozenset(re.findall(r"`(\w+)`", labels)) | {"server_name"})
+        for name, kind, labels in rows
+    }
+
+
+def test_the_documented_metrics_are_the_scraped_ones(setup: Setup) -> None:
+    """Every metric the table in docs/integration.md names is scraped with exactly the labels it
+    lists (and ``server_name``), and nothing else is."""
+    srv = setup.server
+    url = create_url(srv, b"documented", source="127.0.0.5")
+    assert request(srv, "GET", url, source="127.0.0.5").status == 200
+    documented = _documented_metrics()
+    assert len(documented) >= 9, documented
+    expected: dict[str, frozenset[str]] = {}
+    for name, (kind, labels) in documented.items():
+        if kind == "histogram":
+            expected[f"{name}_bucket"] = labels | {"le"}
+            expected[f"{name}_count"] = labels
+            expected[f"{name}_sum"] = labels
+        else:
+            expected[name] = labels
+    scraped: dict[str, set[frozenset[str]]] = {}
+    deadline = time.monotonic() + RECLAIM_INTERVAL_S + 3  # the Redis gauge waits for a run
+    while True:
+        scraped.clear()
+        for name, pairs in srv.scrape():
+            scraped.setdefault(name, set()).add(frozenset(key for key, _ in pairs))
+        if set(expected) <= set(scraped) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert set(scraped) == set(expected), set(scraped) ^ set(expected)
+    for name, label_sets in scraped.items():
+        assert label_sets == {expected[name]}, (name, label_sets)

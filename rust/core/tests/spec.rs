@@ -1,5 +1,7 @@
-//! The rows of `shared/spec/msc4108-rendezvous.md`, one test each, through the public API
-//! only: requests in, responses out, time moved by a [`ManualClock`].
+//! The behaviour MSC4108 (2024) clients rely on, as summarised in the project's brief and in
+//! `docs/differences.md`, one test per rule, through the public API only: requests in,
+//! responses out, time moved by a [`ManualClock`]. These tests are the semantic spec; the
+//! Python suite tests what only Synapse and Twisted can break.
 //!
 //! [`ManualClock`]: synapse_rendezvous_core::ManualClock
 // Test code: failing loudly is the point, and times are computed from known constants.
