@@ -60,6 +60,9 @@ __all__ = [
 Mode = Literal["takeover", "delegation", "builtin", "idle"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 
+#: Names the Python interpreter (of another venv) that DevServers run Synapse with.
+SYNAPSE_PYTHON_ENV = "SYNAPSE_PYTHON"
+
 #: The dotted path of our Synapse module class, as written in ``modules:``.
 MODULE_PATH = "synapse_rendezvous.RendezvousModule"
 #: Standard MSC4108 create path (relative to the base URL, no leading slash).
@@ -214,14 +217,16 @@ class DevServer:
         port: int | None = None,
         extra_config: Mapping[str, object] | None = None,
         workdir: Path | None = None,
-        python: str = sys.executable,
+        python: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.mode: Mode = mode
         self.module_config: dict[str, object] = dict(module_config or {})
         self.extra_config: dict[str, object] = dict(extra_config or {})
-        self.python = python
+        # The interpreter Synapse runs under: this one, unless $SYNAPSE_PYTHON names another
+        # (the test command runs part of the suite against the oldest supported Synapse).
+        self.python = python or os.environ.get(SYNAPSE_PYTHON_ENV) or sys.executable
         self._port_was_chosen = port is not None
         self.port: int = port if port is not None else free_port()
         self.base_url: str = f"http://127.0.0.1:{self.port}/"
