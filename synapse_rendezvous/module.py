@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -27,6 +28,8 @@ SESSION_PREFIX = "/_synapse/client/rendezvous"
 # How often expired sessions are freed on each process: memory comes back within this time
 # even when nobody touches the sessions again.
 RECLAIM_INTERVAL_MS = 5_000
+#: For the tests only, which should not sleep out five seconds: another interval.
+RECLAIM_INTERVAL_ENV = "SYNAPSE_RENDEZVOUS_TEST_RECLAIM_INTERVAL_MS"
 
 Mode = Literal["takeover", "delegation"]
 
@@ -74,7 +77,7 @@ class RendezvousModule:
         api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher, listeners))
         api.looping_background_call(
             self._maintain,
-            RECLAIM_INTERVAL_MS,
+            int(os.environ.get(RECLAIM_INTERVAL_ENV) or RECLAIM_INTERVAL_MS),
             desc="synapse_rendezvous_reclaim",
             run_on_all_instances=True,
         )
