@@ -6,9 +6,12 @@
 //! - the request line and headers together: `max_header_bytes` (hyper's read buffer; more
 //!   is answered 431), and at most 100 header lines (hyper's default, kept on the stack);
 //! - the body: only creates and writes are read, and only when they declare a
-//!   `Content-Length` within `max_payload_bytes` (chunked uploads are not read: the core
-//!   refuses them, as MSC4108 requires a length), so at most that many bytes are ever
-//!   buffered; a larger declared body is answered 413 without reading it;
+//!   `Content-Length` within `max_payload_bytes`, so at most that many bytes are ever
+//!   buffered. Uploads the core refuses from their headers (chunked: 400, as MSC4108
+//!   requires a length; a declared length over the limit: 413) are read and thrown away up
+//!   to [`DISCARD_LIMIT`] bytes before the answer, as Synapse does, so that a client still
+//!   sending its body reads the answer instead of a reset connection; beyond that, or with
+//!   `Expect: 100-continue`, they are answered at once and the connection closes;
 //! - time: the headers must arrive within `request_timeout` (on a kept-alive connection
 //!   counted from the end of the previous answer, so idle connections close too) and the
 //!   body within `request_timeout` after them; a request that does not is dropped unanswered
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -42,6 +45,8 @@ use crate::config::Settings;
 
 /// How many connections may wait in the kernel's queue before being accepted.
 const BACKLOG: i32 = 1024;
+/// Most body bytes read and thrown away from an upload that is refused anyway.
+pub const DISCARD_LIMIT: u64 = 1024 * 1024;
 
 /// What every connection task shares.
 pub struct Context {
@@ -220,12 +225,17 @@ async fn handle(
     }
     let (parts, body) = request.into_parts();
     let max = context.app.max_payload_bytes();
-    let body = if wants_body(&parts.method, &parts.headers, max) {
-        read_body(body, max, context.request_timeout).await?
-    } else {
-        // Not read: hyper drains a small rest or closes the connection.
-        drop(body);
-        Bytes::new()
+    let body = match upload(&parts.method, &parts.headers, max) {
+        Upload::Keep => read_body(body, max, context.request_timeout).await?,
+        Upload::Discard => {
+            discard_body(body, context.request_timeout).await?;
+            Bytes::new()
+        }
+        Upload::Ignore => {
+            // Not read: hyper drains a small rest or closes the connection.
+            drop(body);
+            Bytes::new()
+        }
     };
     let mut request = Request::from_parts(parts, body);
     context.app.identify(&mut request, Some(peer.ip()));
@@ -233,23 +243,66 @@ async fn handle(
     Ok(Whole::response(response))
 }
 
-/// Whether the body is worth reading: an upload that declares a length the core accepts.
-/// Anything else the core refuses from its headers alone (400 without a length, 413 over
-/// the limit), and its body is never buffered.
-fn wants_body(method: &Method, headers: &HeaderMap, max: usize) -> bool {
-    if !(method == Method::POST || method == Method::PUT) || headers.contains_key(TRANSFER_ENCODING)
-    {
-        return false;
+/// What to do with a request's body.
+#[derive(Debug, PartialEq, Eq)]
+enum Upload {
+    /// Read it for the core: an upload declaring a length within the limit.
+    Keep,
+    /// Read it and throw it away: an upload the core refuses from its headers alone.
+    Discard,
+    /// Leave it: no body, or one too large to be worth reading.
+    Ignore,
+}
+
+fn upload(method: &Method, headers: &HeaderMap, max: usize) -> Upload {
+    if !(method == Method::POST || method == Method::PUT) {
+        return Upload::Ignore;
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter().peekable();
-    lengths.peek().is_some()
-        && lengths.all(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .is_some_and(|declared| declared <= max as u64)
-        })
+    // A client waiting for 100 Continue sends nothing more unless asked: answer at once.
+    let waits = headers
+        .get(EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if headers.contains_key(TRANSFER_ENCODING) {
+        return if waits {
+            Upload::Ignore
+        } else {
+            Upload::Discard
+        };
+    }
+    let mut declared = None;
+    for value in &headers.get_all(CONTENT_LENGTH) {
+        // hyper has refused unparseable and disagreeing lengths already.
+        let length = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        declared = declared.max(length);
+    }
+    match declared {
+        None => Upload::Ignore,
+        Some(length) if length <= max as u64 => Upload::Keep,
+        Some(length) if length <= DISCARD_LIMIT && !waits => Upload::Discard,
+        Some(_) => Upload::Ignore,
+    }
+}
+
+/// Reads the body and throws it away, up to [`DISCARD_LIMIT`] bytes, within `within`.
+async fn discard_body(mut body: Incoming, within: Duration) -> Result<(), Dropped> {
+    let reading = async move {
+        let mut total = 0;
+        while total <= DISCARD_LIMIT {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|_| Dropped("the request body broke off"))?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len() as u64;
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(within, reading)
+        .await
+        .unwrap_or(Err(Dropped("the request body did not arrive in time")))
 }
 
 /// At most `max + 1` bytes of the body (enough for the core to see a body over the limit),
