@@ -6,14 +6,15 @@ with the Redis store). The shared servers use the module's defaults, except that
 rate limiting is off (`BASE_MODULE_CONFIG`); tests that need special limits start their own
 server with the ``server_factory`` fixture, still once per variant (the ``variant`` fixture).
 
-``SYNAPSE_RENDEZVOUS_TEST_MODES`` (comma-separated, default ``takeover,delegation``) selects the
-modes, and ``SYNAPSE_RENDEZVOUS_TEST_STORES`` (comma-separated, default ``memory,redis``) the
-session stores our module runs with: each mode runs once per store. The ``redis`` variants
-(``takeover-redis``, ``delegation-redis``, marked ``redis``) use one redis-server for the whole
-session (`RedisServer`, on a port picked when this file is imported), started only when the
-first of their servers starts, so ``-m "not redis"`` needs no Redis; every server started for
-them gets its own ``key_prefix``, so that no server sees another one's sessions. With
-``SYNAPSE_RENDEZVOUS_TEST_STORES=memory`` every test marked ``redis`` is skipped.
+``SYNAPSE_RENDEZVOUS_TEST_MODES`` (comma-separated, default ``takeover,delegation,standalone``)
+selects the modes, and ``SYNAPSE_RENDEZVOUS_TEST_STORES`` (comma-separated, default
+``memory,redis``) the session stores our module runs with: each mode runs once per store. The
+``redis`` variants (``takeover-redis``, ``delegation-redis``, marked ``redis``) use one
+redis-server for the whole session (`RedisServer`, on a port picked when this file is
+imported), started only when the first of their servers starts, so ``-m "not redis"`` needs no
+Redis; every server started for them gets its own ``key_prefix``, so that no server sees another
+one's sessions. With ``SYNAPSE_RENDEZVOUS_TEST_STORES=memory`` every test marked ``redis`` is
+skipped.
 
 Tests of their own Redis (outages) use ``redis_factory``; tests of Synapse workers use
 ``deployment_factory`` (a main process plus generic workers, see `deployment.Deployment`).
@@ -22,6 +23,12 @@ Tests of their own Redis (outages) use ``redis_factory``; tests of Synapse worke
 implementation, a check of the tests themselves: tests marked ``improvement`` (behaviour where
 we deliberately differ from Synapse) are then expected to fail (strict xfail), and tests that
 need our module (``module_mode``) are skipped.
+
+Mode ``standalone`` is the standalone server (``synapse-rendezvous-server``, see
+`standalone.StandaloneServer`) instead of a Synapse, with each store like the modes above
+(``standalone``, ``standalone-redis``). It runs the files of `STANDALONE_SUITES` only (the other
+tests are about Synapse itself), minus the tests marked ``homeserver``;
+``tests/test_standalone*.py`` test the server where it differs.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ for _path in (_TESTS, _TESTS.parent):
         sys.path.append(str(_path))
 
 from deployment import Deployment  # noqa: E402
+from standalone import StandaloneServer, StandaloneStartError  # noqa: E402
 
 from synapse_rendezvous.devredis import RedisError, RedisServer  # noqa: E402
 from synapse_rendezvous.devserver import (  # noqa: E402
@@ -60,7 +68,12 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
 MODES_ENV = "SYNAPSE_RENDEZVOUS_TEST_MODES"
-DEFAULT_MODES = "takeover,delegation"
+DEFAULT_MODES = "takeover,delegation,standalone"
+#: The standalone server, in SYNAPSE_RENDEZVOUS_TEST_MODES.
+STANDALONE = "standalone"
+#: The test files whose server variants include the standalone server: the black-box spec
+#: suite, the limits, the stop on SIGTERM. The others test Synapse and the module in it.
+STANDALONE_SUITES = ("spec/", "test_rate_limits.py", "test_lifecycle.py")
 STORES_ENV = "SYNAPSE_RENDEZVOUS_TEST_STORES"
 DEFAULT_STORES = "memory,redis"
 STORES = ("memory", "redis")
@@ -72,14 +85,21 @@ def enabled_modes() -> list[Mode]:
     modes: list[Mode] = []
     for item in raw.split(","):
         name = item.strip()
-        if not name:
+        if not name or name == STANDALONE:
             continue
         if name not in MODES or name == "idle":
             raise pytest.UsageError(
-                f"{MODES_ENV}: unknown mode {name!r} (use takeover, delegation, builtin)"
+                f"{MODES_ENV}: unknown mode {name!r} "
+                "(use takeover, delegation, builtin, standalone)"
             )
         modes.append(cast("Mode", name))
     return modes
+
+
+def standalone_enabled() -> bool:
+    """Whether ``SYNAPSE_RENDEZVOUS_TEST_MODES`` selects the standalone server."""
+    raw = os.environ.get(MODES_ENV, "").strip() or DEFAULT_MODES
+    return STANDALONE in {item.strip() for item in raw.split(",")}
 
 
 def enabled_stores() -> list[str]:
@@ -123,10 +143,14 @@ class ServerVariant:
     module_config: Mapping[str, object] = field(default_factory=dict)
     label: str = ""
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    #: The standalone server rather than a Synapse; ``mode`` is then the layout it serves
+    #: (delegation's).
+    standalone: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.mode}-{self.label}" if self.label else self.mode
+        name = STANDALONE if self.standalone else self.mode
+        return f"{name}-{self.label}" if self.label else name
 
     @property
     def uses_module(self) -> bool:
@@ -164,6 +188,19 @@ def _server_variants() -> list[ServerVariant]:
             variants.append(
                 ServerVariant(mode, REDIS_MODULE_CONFIG, label="redis", marks=(pytest.mark.redis,))
             )
+    if standalone_enabled():
+        if "memory" in stores:
+            variants.append(ServerVariant("delegation", standalone=True))
+        if "redis" in stores:
+            variants.append(
+                ServerVariant(
+                    "delegation",
+                    REDIS_MODULE_CONFIG,
+                    label="redis",
+                    marks=(pytest.mark.redis,),
+                    standalone=True,
+                )
+            )
     return variants
 
 
@@ -186,6 +223,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "improvement(reason): behaviour where our module deliberately differs from Synapse's "
         "built-in implementation; expected to fail when run against mode builtin",
     )
+    config.addinivalue_line(
+        "markers",
+        "homeserver: needs a Synapse homeserver (its own endpoints or logs), not only the "
+        "rendezvous API: not run against the standalone server",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -196,6 +238,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     redis_selected = "redis" in enabled_stores()
+    _deselect_standalone(config, items)
     for item in items:
         # Skipped here rather than by a fixture, so that no module-scoped server or
         # deployment boots for a test that is skipped anyway.
@@ -213,6 +256,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(reason=f"builtin: {reason}", strict=True))
 
 
+def _deselect_standalone(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drops the standalone variants of tests outside `STANDALONE_SUITES` or marked
+    ``homeserver``: they test Synapse, not the rendezvous API."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, object] = callspec.params if callspec is not None else {}
+        standalone = any(isinstance(v, ServerVariant) and v.standalone for v in params.values())
+        where = item.path.relative_to(_TESTS).as_posix()
+        suited = where.startswith(STANDALONE_SUITES)
+        if standalone and (not suited or item.get_closest_marker("homeserver") is not None):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 # -- servers ----------------------------------------------------------------------------------
 
 
@@ -222,6 +285,14 @@ def start_or_fail(server: DevServer, timeout: float = 60.0) -> None:
         server.start(timeout)
     except SynapseStartError as exc:
         pytest.fail(f"Synapse ({server.mode}) failed to start:\n{exc}", pytrace=False)
+
+
+def start_standalone_or_fail(server: StandaloneServer, timeout: float = 30.0) -> None:
+    """Start ``server``; if it does not come up, fail the test with the tail of its log."""
+    try:
+        server.start(timeout)
+    except StandaloneStartError as exc:
+        pytest.fail(f"the standalone server failed to start:\n{exc}", pytrace=False)
 
 
 class ServerFactory(Protocol):
@@ -251,6 +322,7 @@ class _Servers:
 
     def __init__(self) -> None:
         self.live: list[DevServer] = []
+        self.live_standalone: list[StandaloneServer] = []
         self._redis: RedisServer | None = None
         self._prefixes = 0
 
@@ -299,6 +371,12 @@ class _Servers:
         if not isinstance(variant, ServerVariant):
             variant = ServerVariant(variant)
         config = self.module_config(variant, module_config)
+        if variant.standalone:
+            # The tests see a DevServer: the standalone server offers the part they use (see
+            # `standalone.StandaloneServer`); ``extra_config`` holds server keys here.
+            with self._standalone(config, extra_config, start=start) as standalone:
+                yield cast("DevServer", standalone)
+            return
         server = DevServer(mode=variant.mode, module_config=config, extra_config=extra_config)
         self.live.append(server)
         try:
@@ -309,11 +387,32 @@ class _Servers:
             server.stop()
             self.live.remove(server)
 
+    @contextlib.contextmanager
+    def _standalone(
+        self,
+        config: Mapping[str, object],
+        server_config: Mapping[str, object] | None,
+        *,
+        start: bool,
+    ) -> Iterator[StandaloneServer]:
+        server = StandaloneServer(config, server_config=server_config)
+        self.live_standalone.append(server)
+        try:
+            if start:
+                start_standalone_or_fail(server)
+            yield server
+        finally:
+            server.stop()
+            self.live_standalone.remove(server)
+
     def stop_all(self) -> None:
         try:
             for server in list(self.live):
                 server.stop()
             self.live.clear()
+            for standalone in list(self.live_standalone):
+                standalone.stop()
+            self.live_standalone.clear()
         finally:
             if self._redis is not None:
                 self._redis.close()

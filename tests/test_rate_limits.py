@@ -140,6 +140,7 @@ def _delete_all(server: DevServer, urls: list[str]) -> None:
 # -- tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.homeserver
 def test_source_address_is_the_client_ip(limited_server: DevServer) -> None:
     """The premise of this module: Synapse sees a socket bound to 127.0.0.2 as 127.0.0.2."""
     url = create_url(limited_server, source="127.0.0.2")

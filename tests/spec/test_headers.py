@@ -155,6 +155,7 @@ def test_last_modified_of_a_new_session_is_its_creation_time(server: DevServer) 
 # -- discovery --------------------------------------------------------------------------------
 
 
+@pytest.mark.homeserver
 def test_versions_advertises_msc4108(server: DevServer) -> None:
     resp = get(server, "/_matrix/client/versions")
     assert resp.status == 200, resp
