@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.servers import IMPLS, LABELS, RENDEZVOUS_IMPLS
+from bench.servers import IMPLS, LABELS, NATIVE_LABELS, RENDEZVOUS_IMPLS, NativeImpl
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 2**20
@@ -85,8 +85,14 @@ class Report:
         handler: dict[str, Any] | None,
         criterion: dict[str, Any],
         clients: dict[str, Any] | None = None,
+        native: dict[str, Any] | None = None,
     ) -> None:
         self.http = http
+        self.native = native
+        self.native_cells: dict[tuple[str, str, int], dict[str, Any]] = {
+            (cell["impl"], cell["op"], cell["concurrency"]): cell
+            for cell in (native or {}).get("native", [])
+        }
         self.handler = handler
         self.clients = clients
         self.criterion = criterion
@@ -164,6 +170,7 @@ class Report:
                         f"{ratio:.2f}x req/s, {_x(cpu)} CPU per request",
                     )
                 )
+        self.check_native_targets()
         memory = self.http["memory"].get("memory")
         if memory is not None:
             limit = memory["sessions"] * (memory["payload"] + SESSION_OVERHEAD)
@@ -183,6 +190,91 @@ class Report:
                     f"(limit +{limit / MIB:.1f} MiB){net}",
                 )
             )
+
+    def native_cell(self, impl: str, op: str, concurrency: int) -> dict[str, Any] | None:
+        if impl == "ceiling":
+            op = "trivial"
+        return self.native_cells.get((impl, op, concurrency))
+
+    def check_native_targets(self) -> None:
+        """The standalone server against the built-in, both under oha, at c=32."""
+        floors: tuple[tuple[NativeImpl, float], ...] = (
+            ("standalone-memory", 20.0),
+            ("standalone-redis", 10.0),
+        )
+        for impl, floor in floors:
+            target = f"{NATIVE_LABELS[impl]} >= {floor:g}x built-in req/s, p99 no worse (c=32)"
+            for op in ("get304", "put"):
+                ours, builtin = self.native_cell(impl, op, 32), self.native_cell("builtin", op, 32)
+                if ours is None or builtin is None:
+                    continue
+                ratio = ours["rps"] / builtin["rps"] if builtin["rps"] else 0.0
+                p99 = ours["p99_ms"] / builtin["p99_ms"] if builtin["p99_ms"] else 0.0
+                self.checks.append(
+                    Check(
+                        target,
+                        OP_LABELS[op],
+                        ratio >= floor and p99 <= 1.0 and ours["errors"] == 0,
+                        f"{ours['rps']:,.0f} vs {builtin['rps']:,.0f} req/s ({ratio:.1f}x), p99 "
+                        f"{ours['p99_ms']:.2f} vs {builtin['p99_ms']:.2f} ms, "
+                        f"errors {ours['errors']}",
+                    )
+                )
+
+    def native_table(self) -> list[str]:
+        lines = [
+            "| operation | conc. | implementation | req/s | × built-in | × ceiling | p50 ms "
+            "| p99 ms | server CPU µs / req | oha CPU µs / req | errors |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        concurrency = (self.native or {}).get("settings", {}).get("concurrency", [])
+        for op in OP_ORDER:
+            for c in concurrency:
+                builtin = self.native_cell("builtin", op, c) or {}
+                ceiling = self.native_cell("ceiling", op, c) or {}
+                for impl in NATIVE_LABELS:
+                    cell = self.native_cell(impl, op, c)
+                    if cell is None or (impl == "ceiling" and op != "get304"):
+                        continue
+                    requests = cell["requests"] or 1
+                    server = cell["cpu_s"].get("server", 0.0) + cell["cpu_s"].get("redis", 0.0)
+                    lines.append(
+                        f"| {OP_LABELS['trivial' if impl == 'ceiling' else op]} | {c} "
+                        f"| {NATIVE_LABELS[impl]} | {cell['rps']:,.0f} "
+                        f"| {_x(_ratio(cell['rps'], builtin.get('rps')))} "
+                        f"| {_x(_ratio(cell['rps'], ceiling.get('rps')))} "
+                        f"| {cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} "
+                        f"| {server / requests * 1e6:.1f} "
+                        f"| {cell['cpu_s'].get('loadgen', 0.0) / requests * 1e6:.1f} "
+                        f"| {cell['errors']} |"
+                    )
+        return lines
+
+    def native_section(self) -> list[str]:
+        if self.native is None:
+            return []
+        native = self.native
+        settings = native["settings"]
+        return [
+            "## The standalone server",
+            "",
+            f"`bench/run.py --native` ({native.get('date', '?')}, {native.get('oha', 'oha')}): "
+            "the standalone server (`synapse-rendezvous-server`, release build) on the memory "
+            "store and on the Redis store (its own `redis-server`, without persistence), "
+            "Synapse's built-in once more, and the generator's ceiling, all driven by oha, a "
+            "native load generator: the Python one above tops out at a few thousand requests "
+            "a second. The ceiling is `synapse-rendezvous-server --bench-trivial`: the same "
+            "tokio and hyper stack answering an empty 200 without any work, so it is the most "
+            "oha can measure against a server on this machine, where oha and the server share "
+            f"its {native.get('machine', {}).get('nproc', '?')} CPUs. Each cell: "
+            f"{settings['warmup']:g} s warm-up, {settings['duration']:g} s measured (creates: "
+            "a fixed 20 000 requests, since each leaves a session); implementations take turns "
+            "cell by cell. Server CPU counts redis-server's too for the Redis store. Rate "
+            "limits are off (one address sends everything), as in the tables above.",
+            "",
+            *self.native_table(),
+            "",
+        ]
 
     # -- markdown ---------------------------------------------------------------------------
 
@@ -488,6 +580,7 @@ class Report:
         if chart:
             out += [f"![Throughput and p99 latency by concurrency]({chart})", ""]
         out += [
+            *self.native_section(),
             "## Realistic mix",
             "",
             f"{settings['logins']} concurrent QR logins started within one second. Each is two "
@@ -687,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler", type=Path)
     parser.add_argument("--clients", type=Path, help="bench/redis_clients.py's JSON")
     parser.add_argument("--criterion", type=Path, help="Criterion's output directory")
+    parser.add_argument("--native", type=Path, help="bench/run.py --native's JSON")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "performance.png")
     parser.add_argument("--command", default="scripts/bench")
@@ -701,7 +795,10 @@ def main(argv: list[str] | None = None) -> int:
     clients = None
     if args.clients is not None and args.clients.exists():
         clients = json.loads(args.clients.read_text(encoding="utf-8"))
-    report = Report(http, handler, load_criterion(args.criterion), clients)
+    native = None
+    if args.native is not None and args.native.exists():
+        native = json.loads(args.native.read_text(encoding="utf-8"))
+    report = Report(http, handler, load_criterion(args.criterion), clients, native)
     report.check_targets()
     drawn = chart(report, args.chart)
     relative = args.chart.name if args.chart.parent == args.doc.parent else str(args.chart)

@@ -10,6 +10,11 @@ samples its RSS while the cell runs.
 
 After the throughput cells and the realistic mix, each rendezvous server is restarted and
 filled with ``--sessions`` live sessions of ``--payload`` bytes to measure its RSS growth.
+
+``--native`` runs the other half instead (``scripts/bench`` runs both, in two steps): the
+standalone server on both stores, Synapse's built-in once more and the generator's ceiling,
+driven by oha, a native load generator (the Python one tops out at a few thousand requests a
+second, far below the server): see `NativeBench`.
 """
 
 from __future__ import annotations
@@ -19,22 +24,31 @@ import contextlib
 import json
 import os
 import platform
+import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.servers import (
     IMPLS,
+    NATIVE_IMPLS,
     RENDEZVOUS_IMPLS,
+    Ceiling,
     Impl,
+    NativeImpl,
     ProcessSample,
+    binary,
     cpu_seconds,
     make_server,
+    make_standalone,
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
@@ -367,6 +381,186 @@ class Bench:
                 self.results["servers"][impl]["peak_rss_run"] = peak_rss_bytes(server.pid)
 
 
+# -- the standalone server, under a native load generator ---------------------------------
+
+CREATE_PATH = "_matrix/client/unstable/org.matrix.msc4108/rendezvous"
+#: What each operation must answer; anything else is an error.
+NATIVE_EXPECTED = {"get304": 304, "get200": 200, "put": 202, "create": 201, "trivial": 200}
+#: Creates run for a number of requests rather than a time: every one leaves a session alive
+#: (until the standalone servers' 30 s TTL), and a fixed count bounds the memory they take.
+CREATES = 20_000
+
+
+class NativeBench:
+    """oha against the standalone server (memory and Redis stores), against Synapse's
+    built-in (so that the ratio compares two servers under one generator), and against the
+    ceiling: ``synapse-rendezvous-server --bench-trivial``, an empty 200 from the same
+    runtime and HTTP stack, the most oha can measure on this machine. The same warm-up,
+    duration and concurrencies as the Python generator's cells; the impls take turns."""
+
+    def __init__(self, settings: Settings, oha: str, workdir: Path) -> None:
+        self.settings = settings
+        self.oha = oha
+        self.workdir = workdir
+        self.redis: RedisServer | None = None
+        self.builtin: DevServer | None = None
+        self.servers: dict[NativeImpl, Any] = {}
+        self.results: dict[str, Any] = {"native": [], "servers": {}}
+        self.body = workdir / "payload.txt"
+        self.body.write_bytes(b"x" * settings.payload)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        try:
+            self.redis = RedisServer()
+            self.redis.start()
+            log(f"redis-server on port {self.redis.port} (pid {self.redis.pid})")
+            program = binary()
+            log(f"standalone server binary: {program}")
+            self.results["binary"] = str(program)
+            for impl in NATIVE_IMPLS:
+                server: Any
+                if impl == "builtin":
+                    server = make_server("builtin")
+                elif impl == "ceiling":
+                    server = Ceiling()
+                else:
+                    store = impl.removeprefix("standalone-")
+                    server = make_standalone(store, self.redis.url)
+                server.start()
+                self.servers[impl] = server
+                self.results["servers"][impl] = {"pid": server.pid, "url": server.base_url}
+                log(f"{impl}: pid {server.pid} at {server.base_url}")
+            yield
+        finally:
+            for impl, server in self.servers.items():
+                with contextlib.suppress(Exception):
+                    server.stop()
+                log(f"stopped {impl}")
+            if self.redis is not None:
+                self.redis.close()
+                log("stopped redis-server")
+
+    def _watch(self, impl: NativeImpl) -> list[Watched]:
+        watched = [Watched("server", self.servers[impl].pid)]
+        if impl == "standalone-redis" and self.redis is not None:
+            watched.append(Watched("redis", self.redis.pid))
+        return watched
+
+    def _target(self, impl: NativeImpl, op: str) -> list[str]:
+        """oha's arguments for ``op`` on ``impl``: method, headers, body and URL."""
+        base = self.servers[impl].base_url
+        if op == "trivial":
+            return [base]
+        if op == "create":
+            return ["-m", "POST", "-T", "text/plain", "-D", str(self.body), base + CREATE_PATH]
+        url, etag = _create(base + CREATE_PATH, self.body.read_bytes())
+        if op == "get304":
+            return ["-H", f"If-None-Match: {etag}", url]
+        if op == "get200":
+            return [url]
+        return ["-m", "PUT", "-H", "If-Match: *", "-T", "text/plain", "-D", str(self.body), url]
+
+    def raw(self) -> None:
+        s = self.settings
+        cells: list[tuple[str, int, list[NativeImpl]]] = []
+        for op in ("get304", "get200", "put", "create"):
+            for concurrency in s.concurrency:
+                impls: list[NativeImpl] = ["builtin", "standalone-memory", "standalone-redis"]
+                if op == "get304":
+                    impls.append("ceiling")
+                cells.append((op, concurrency, impls))
+        for turn, (op, concurrency, impls) in enumerate(cells):
+            rotation = impls[turn % len(impls) :] + impls[: turn % len(impls)]
+            for impl in rotation:
+                self._cell(impl, "trivial" if impl == "ceiling" else op, concurrency)
+
+    def _cell(self, impl: NativeImpl, op: str, concurrency: int) -> None:
+        s = self.settings
+        target = self._target(impl, op)
+        common = ["--no-tui", "--output-format", "json", "-c", str(concurrency)]
+        if op == "create":
+            warm = ["-n", str(max(concurrency * 20, 500))]
+            measured = ["-n", str(CREATES)]
+        else:
+            warm = ["-z", f"{s.warmup:g}s"]
+            measured = ["-z", f"{s.duration:g}s"]
+        if s.warmup > 0:
+            _oha(self.oha, [*common, *warm, *target], timeout=s.warmup + 60)
+        watched = self._watch(impl)
+        before = {w.name: cpu_seconds(w.pid) for w in watched if w.pid is not None}
+        machine_before = system_busy_seconds()
+        result, loadgen_cpu = _oha(self.oha, [*common, *measured, *target], timeout=600)
+        machine = system_busy_seconds() - machine_before
+        cpu = {w.name: cpu_seconds(w.pid) - before[w.name] for w in watched if w.pid is not None}
+        cpu["loadgen"] = loadgen_cpu
+        summary = result["summary"]
+        statuses = {int(k): v for k, v in result.get("statusCodeDistribution", {}).items()}
+        failures = {
+            k: v
+            for k, v in result.get("errorDistribution", {}).items()
+            if "aborted due to deadline" not in k
+        }
+        expected = NATIVE_EXPECTED[op]
+        answered = sum(statuses.values())
+        cell = {
+            "impl": impl,
+            "op": op,
+            "concurrency": concurrency,
+            "rps": answered / summary["total"] if summary["total"] else 0.0,
+            "requests": answered,
+            "elapsed_s": summary["total"],
+            "p50_ms": result["latencyPercentiles"]["p50"] * 1000,
+            "p99_ms": result["latencyPercentiles"]["p99"] * 1000,
+            "errors": answered - statuses.get(expected, 0) + sum(failures.values()),
+            "statuses": statuses,
+            "failures": failures,
+            "cpu_s": cpu,
+            "other_cpu_s": max(0.0, machine - sum(cpu.values())),
+        }
+        self.results["native"].append(cell)
+        server_cpu = cpu.get("server")
+        log(
+            f"{impl:17} {op:7} c={concurrency:<3} {cell['rps']:9.0f} req/s  "
+            f"p50 {cell['p50_ms']:6.2f} ms  p99 {cell['p99_ms']:6.2f} ms  "
+            f"errors {cell['errors']}  server CPU {server_cpu or 0:.2f} s  "
+            f"oha CPU {loadgen_cpu:.2f} s"
+        )
+
+
+def _create(url: str, body: bytes) -> tuple[str, str]:
+    """A new session: its URL and ETag."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        created = json.load(resp)
+        etag = resp.headers["ETag"]
+    return str(created["url"]), str(etag)
+
+
+def _oha(oha: str, args: Sequence[str], *, timeout: float) -> tuple[dict[str, Any], float]:
+    """Runs oha; its JSON result and the CPU seconds it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [oha, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"oha {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result, cpu
+
+
+def find_oha(given: str | None) -> str:
+    """oha from ``--oha``, PATH or ``~/.cargo/bin``."""
+    for candidate in (given, shutil.which("oha"), str(Path.home() / ".cargo/bin/oha")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise SystemExit("bench/run.py --native needs oha: cargo install --locked oha")
+
+
 def _loaded_core(pid: int) -> str | None:
     """The path of the ``_core`` extension that process ``pid`` has mapped, if any."""
     with contextlib.suppress(OSError):
@@ -412,6 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--logins", type=int, default=50)
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="the standalone server under oha instead of the Synapse cells",
+    )
+    parser.add_argument("--oha", help="the oha binary (default: PATH, then ~/.cargo/bin)")
     args = parser.parse_args(argv)
     settings = Settings(
         warmup=args.warmup,
@@ -426,6 +626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, _on_signal)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.native:
+        return native(settings, args)
     bench = Bench(settings, args.out.parent)
     bench.results["settings"] = vars(settings) | {"concurrency": list(settings.concurrency)}
     bench.results["machine"] = machine_facts()
@@ -443,6 +645,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("memory with many live sessions")
         bench.memory()
     bench.results["machine"]["loadavg_end"] = os.getloadavg()
+    bench.results["elapsed_s"] = time.monotonic() - started
+    args.out.write_text(json.dumps(bench.results, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {args.out} after {bench.results['elapsed_s']:.0f} s")
+    return 0
+
+
+def native(settings: Settings, args: argparse.Namespace) -> int:
+    oha = find_oha(args.oha)
+    version = subprocess.run([oha, "--version"], capture_output=True, text=True, timeout=30)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-native-") as workdir:
+        bench = NativeBench(settings, oha, Path(workdir))
+        bench.results["settings"] = vars(settings) | {"concurrency": list(settings.concurrency)}
+        bench.results["machine"] = machine_facts()
+        bench.results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        bench.results["oha"] = version.stdout.strip()
+        with bench.running():
+            log("native cells (oha)")
+            bench.raw()
     bench.results["elapsed_s"] = time.monotonic() - started
     args.out.write_text(json.dumps(bench.results, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {args.out} after {bench.results['elapsed_s']:.0f} s")

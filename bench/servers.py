@@ -5,11 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from synapse_rendezvous.devserver import DevServer
+from synapse_rendezvous.devserver import DevServer, free_port
+
+# The standalone server's launcher lives with the tests (tests/standalone.py), which import it
+# as `standalone`: so does the benchmark.
+_TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.append(str(_TESTS))
+
+# (`binary` is the run step's too: re-exported.)
+from standalone import StandaloneServer  # noqa: E402
+from standalone import binary as binary  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,6 +83,90 @@ def make_server(impl: Impl, redis_url: str | None = None) -> DevServer:
         config.update({"store": "redis", "redis": {"url": redis_url}})
         return DevServer(mode="takeover", module_config=config)
     return TrivialServer(mode="idle")
+
+
+# -- the standalone server --------------------------------------------------------------
+
+#: The cells driven by a native load generator (oha): the standalone server on each store,
+#: Synapse's built-in again (the same generator for the ratio), and the generator's own
+#: ceiling, a hyper server answering an empty 200 (the server binary's `--bench-trivial`).
+NativeImpl = Literal["builtin", "standalone-memory", "standalone-redis", "ceiling"]
+NATIVE_IMPLS: tuple[NativeImpl, ...] = (
+    "builtin",
+    "standalone-memory",
+    "standalone-redis",
+    "ceiling",
+)
+NATIVE_LABELS: Mapping[NativeImpl, str] = {
+    "builtin": "Synapse built-in",
+    "standalone-memory": "standalone server, memory store",
+    "standalone-redis": "standalone server, Redis store",
+    "ceiling": "hyper trivial ceiling (empty 200)",
+}
+
+#: Like the module's: no rate limits (one address sends everything). The creates of a run
+#: stay alive until their TTL, so it is short and the capacity large.
+STANDALONE_CONFIG: Mapping[str, object] = {
+    "rate_limit": {"enabled": False},
+    "capacity": 1_000_000,
+    "ttl": "30s",
+}
+
+
+def make_standalone(store: str, redis_url: str | None = None) -> StandaloneServer:
+    """A (not yet started) standalone server on ``store``, built with ``--release``."""
+    config = dict(STANDALONE_CONFIG)
+    if store == "redis":
+        if redis_url is None:
+            raise ValueError("the Redis store needs a redis URL")
+        config.update(
+            {"store": "redis", "redis": {"url": redis_url, "key_prefix": "bench-standalone:"}}
+        )
+    return StandaloneServer(config)
+
+
+class Ceiling:
+    """``synapse-rendezvous-server --bench-trivial``: the same runtime and HTTP stack as the
+    server, answering every request with an empty 200."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._process = subprocess.Popen(
+            [str(binary()), "--bench-trivial", f"127.0.0.1:{self.port}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.base_url, timeout=1.0):
+                return
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the trivial ceiling did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(5)
+        self._process = None
 
 
 # -- /proc --------------------------------------------------------------------------------
