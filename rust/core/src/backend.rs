@@ -58,6 +58,7 @@ impl Backend {
                     capacity: config.capacity,
                     max_payload_bytes: config.max_payload_bytes,
                     ttl: config.ttl,
+                    msc4388: config.msc4388.is_on(),
                 };
                 let notices = snapshot_path
                     .iter()
@@ -133,6 +134,13 @@ fn restore(store: &MemoryStore, path: &Path, limits: &Limits, now: SystemTime) -
                 "restored {restored} of {found} live sessions from {}",
                 path.display()
             )));
+            if contents.unserved > 0 {
+                notices.push(Notice::Info(format!(
+                    "did not restore {} live MSC4388 sessions from {}: MSC4388 is off",
+                    contents.unserved,
+                    path.display()
+                )));
+            }
             notices
         }
         // Never fatal: losing sessions in progress beats a homeserver that cannot start.

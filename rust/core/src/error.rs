@@ -39,6 +39,13 @@ pub enum ErrorKind {
     StoreOverloaded,
     /// A bug or a failed system call; the details go to the log, not the client.
     Internal,
+    /// MSC4388: the request is not allowed (a create without the access token the policy
+    /// wants, or a GET that is a browser navigation); the text says which.
+    Forbidden(&'static str),
+    /// MSC4388: the body is not the JSON object asked for; the text says why.
+    InvalidBody(&'static str),
+    /// MSC4388: a write with a stale `sequence_token` and other data than the current.
+    ConcurrentWrite,
 }
 
 impl ErrorKind {
@@ -100,6 +107,17 @@ impl ErrorKind {
                 "M_UNKNOWN",
                 "Internal server error".to_owned(),
             ),
+            Self::Forbidden(why) => (StatusCode::FORBIDDEN, "M_FORBIDDEN", (*why).to_owned()),
+            Self::InvalidBody(why) => (
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+                (*why).to_owned(),
+            ),
+            Self::ConcurrentWrite => (
+                StatusCode::CONFLICT,
+                MSC4388_CONCURRENT_WRITE,
+                "The rendezvous session has changed since the given sequence_token".to_owned(),
+            ),
         }
     }
 
@@ -120,3 +138,5 @@ impl ErrorKind {
 pub(crate) const MSC4108_ERRCODE_KEY: &str = "org.matrix.msc4108.errcode";
 /// Its value for a write whose `If-Match` is stale.
 pub(crate) const CONCURRENT_WRITE: &str = "M_CONCURRENT_WRITE";
+/// MSC4388's unstable errcode for a concurrent write (stable: `M_CONCURRENT_WRITE`).
+pub const MSC4388_CONCURRENT_WRITE: &str = "IO_ELEMENT_MSC4388_CONCURRENT_WRITE";

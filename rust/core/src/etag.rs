@@ -58,6 +58,12 @@ impl EntityTag {
             .then(|| Self(opaque.to_owned()))
     }
 
+    /// A tag the core built itself from visible ASCII (an MSC4388 sequence token).
+    pub(crate) fn from_issued(opaque: String) -> Self {
+        debug_assert!(opaque.bytes().all(|b| is_etagc(b) && b.is_ascii()));
+        Self(opaque)
+    }
+
     /// The tag without quotes.
     pub fn opaque(&self) -> &str {
         &self.0

@@ -113,19 +113,41 @@ impl Responder {
 
     /// A Matrix JSON error.
     pub(crate) fn error(&self, kind: &ErrorKind) -> Response<Bytes> {
-        let (status, errcode, message) = kind.describe();
-        let mut body = json!({ "errcode": errcode, "error": message });
-        let retry_after = kind.retry_after();
-        if let Some(wait) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
-            // The Matrix spec's field, beside the standard header.
-            body["retry_after_ms"] = json!(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        }
+        let (status, body) = error_body(kind);
         let mut response = self.base(status, Bytes::from(body.to_string()), ContentType::json());
-        if let Some(wait) = retry_after {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, retry_after_seconds(wait));
-        }
+        with_retry_after(&mut response, kind);
+        response
+    }
+
+    /// An MSC4388 answer: a JSON object with Synapse's ordinary JSON headers, and no
+    /// validators (MSC4388 has no conditional requests).
+    pub(crate) fn json(&self, status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = status;
+        let length = response.body().len() as u64;
+        let headers = response.headers_mut();
+        headers.typed_insert(ContentType::json());
+        headers.typed_insert(ContentLength(length));
+        headers.typed_insert(Date::from(self.now));
+        // What Synapse sends with every JSON answer.
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+        );
+        // The same CORS as the MSC4108 JSON answers, minus the ETag MSC4388 does not have.
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
+        response
+    }
+
+    /// A Matrix JSON error on an MSC4388 path, with the MSC4388 headers.
+    pub(crate) fn json_error(&self, kind: &ErrorKind) -> Response<Bytes> {
+        let (status, body) = error_body(kind);
+        let mut response = self.json(status, &body);
+        with_retry_after(&mut response, kind);
         response
     }
 
@@ -150,6 +172,28 @@ impl Responder {
             HeaderValue::from_static("ETag, Retry-After"),
         );
         response
+    }
+}
+
+/// The status and Matrix body of an error.
+fn error_body(kind: &ErrorKind) -> (StatusCode, serde_json::Value) {
+    let (status, errcode, message) = kind.describe();
+    let mut body = json!({ "errcode": errcode, "error": message });
+    if let Some(wait) = kind
+        .retry_after()
+        .filter(|_| status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        // The Matrix spec's field, beside the standard header.
+        body["retry_after_ms"] = json!(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    }
+    (status, body)
+}
+
+fn with_retry_after(response: &mut Response<Bytes>, kind: &ErrorKind) {
+    if let Some(wait) = kind.retry_after() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, retry_after_seconds(wait));
     }
 }
 

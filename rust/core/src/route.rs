@@ -1,6 +1,7 @@
 //! Which part of the API a request path addresses.
 
 use crate::id::SessionId;
+use crate::msc4388::MSC4388_PREFIX;
 
 /// The standard create path of MSC4108, served by Synapse's client listener.
 pub const CREATE_PATH: &str = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
@@ -14,8 +15,19 @@ pub enum Route {
     Create,
     /// A session URL; `None` when its id cannot be one this server issued.
     Session(Option<SessionId>),
+    /// MSC4388's prefix itself: discovery (GET) and create (POST).
+    Msc4388Root,
+    /// An MSC4388 session; `None` when its id cannot be one this server issued.
+    Msc4388Session(Option<SessionId>),
     /// Nothing this API serves.
     Unknown,
+}
+
+impl Route {
+    /// Whether the path is one of MSC4388's (served only when it is on).
+    pub fn is_msc4388(self) -> bool {
+        matches!(self, Self::Msc4388Root | Self::Msc4388Session(_))
+    }
 }
 
 /// How paths map to routes in the mode the module runs in.
@@ -39,10 +51,24 @@ impl Routes {
         }
     }
 
-    /// The route of `path` (without the query string).
+    /// The route of `path` (without the query string). MSC4388's paths are routed whatever
+    /// the configuration; [`crate::Rendezvous`] treats them as unknown while it is off.
     pub fn route(self, path: &str) -> Route {
         if path == CREATE_PATH {
             return Route::Create;
+        }
+        if let Some(rest) = path.strip_prefix(MSC4388_PREFIX) {
+            return match rest {
+                "" => Route::Msc4388Root,
+                _ => match rest.strip_prefix('/') {
+                    Some(segment) if !segment.is_empty() && !segment.contains('/') => {
+                        Route::Msc4388Session(
+                            percent_decode(segment).and_then(|id| id.parse().ok()),
+                        )
+                    }
+                    _ => Route::Unknown,
+                },
+            };
         }
         let Some(rest) = path.strip_prefix(SESSION_PREFIX) else {
             return Route::Unknown;
@@ -63,19 +89,23 @@ impl Routes {
 /// `path` for a log line: a session id in it cut to its first characters, since the id is
 /// the only secret guarding a session.
 pub fn loggable_path(path: &str) -> String {
-    match path
-        .strip_prefix(SESSION_PREFIX)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
-        Some(segment) if segment.len() > crate::id::SHORT_LEN => {
-            let cut = segment
-                .char_indices()
-                .nth(crate::id::SHORT_LEN)
-                .map_or(segment.len(), |(index, _)| index);
-            format!("{SESSION_PREFIX}/{}…", &segment[..cut])
+    for prefix in [SESSION_PREFIX, MSC4388_PREFIX] {
+        match path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            Some(segment) if segment.len() > crate::id::SHORT_LEN => {
+                let cut = segment
+                    .char_indices()
+                    .nth(crate::id::SHORT_LEN)
+                    .map_or(segment.len(), |(index, _)| index);
+                return format!("{prefix}/{}…", &segment[..cut]);
+            }
+            Some(_) => return path.to_owned(),
+            None => {}
         }
-        _ => path.to_owned(),
     }
+    path.to_owned()
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
@@ -166,6 +196,30 @@ mod tests {
             loggable_path(&format!("{SESSION_PREFIX}/éééééééééééééé")),
             format!("{SESSION_PREFIX}/éééééééééééé…")
         );
+    }
+
+    #[test]
+    fn msc4388_paths_route_in_every_mode() {
+        let id = SessionId::generate(SystemTime::now(), &SystemEntropy).unwrap();
+        for routes in [Routes::takeover(), Routes::delegation()] {
+            assert_eq!(routes.route(MSC4388_PREFIX), Route::Msc4388Root);
+            assert_eq!(
+                routes.route(&format!("{MSC4388_PREFIX}/{id}")),
+                Route::Msc4388Session(Some(id))
+            );
+            assert_eq!(
+                routes.route(&format!("{MSC4388_PREFIX}/nope")),
+                Route::Msc4388Session(None)
+            );
+            for other in ["/", "//", "x", "/a/b"] {
+                assert_eq!(
+                    routes.route(&format!("{MSC4388_PREFIX}{other}")),
+                    Route::Unknown
+                );
+            }
+        }
+        let logged = loggable_path(&format!("{MSC4388_PREFIX}/{id}"));
+        assert_eq!(logged, format!("{MSC4388_PREFIX}/{}", id.short()));
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn limits() -> Limits {
         capacity: 10_000,
         max_payload_bytes: 4096,
         ttl: Duration::from_secs(120),
+        msc4388: false,
     }
 }
 
@@ -337,6 +338,7 @@ fn a_file_larger_than_the_configuration_allows_is_not_read() {
         capacity: 2,
         max_payload_bytes: 16,
         ttl: Duration::from_secs(120),
+        msc4388: false,
     };
     let limit = small.max_file_bytes();
     // The header and digest, and per session its fields, a tag of up to 255 bytes and the

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::msc4388::{Msc4388Mode, MSC4388_MAX_BODY_BYTES, MSC4388_MAX_TTL, MSC4388_MIN_TTL};
 use crate::rate_limit::RateLimitConfig;
 
 use self::rate_limit::rate_limit_config;
@@ -39,6 +40,11 @@ pub struct Config {
     pub store: StoreConfig,
     /// Per-client limits.
     pub rate_limit: RateLimitConfig,
+    /// Whether MSC4388 (the 2025 API) is served, and who may create its sessions. Its
+    /// sessions live `ttl` too, so with it on `ttl` must be within 120 to 300 s (see
+    /// [`Config::with_msc4388`]); they share `capacity` and the rate limits with MSC4108's,
+    /// but their data limit is MSC4388's 4096 bytes, not `max_payload_bytes`.
+    pub msc4388: Msc4388Mode,
 }
 
 /// Which store holds the sessions, and its settings.
@@ -107,6 +113,7 @@ impl Default for Config {
                 snapshot_path: None,
             },
             rate_limit: RateLimitConfig::default(),
+            msc4388: Msc4388Mode::Off,
         }
     }
 }
@@ -133,11 +140,16 @@ impl fmt::Display for Config {
         }
         write!(
             f,
-            ", ttl={}s, max_payload_bytes={}, capacity={}, rate_limit=",
+            ", ttl={}s, max_payload_bytes={}, capacity={}, ",
             self.ttl.as_secs_f64(),
             self.max_payload_bytes,
             self.capacity
         )?;
+        // Only when on, so that the line of a configuration without it stays as it was.
+        if self.msc4388.is_on() {
+            write!(f, "msc4388={}, ", self.msc4388.name())?;
+        }
+        f.write_str("rate_limit=")?;
         let limits = &self.rate_limit;
         if limits.enabled {
             write!(
@@ -223,6 +235,7 @@ impl Config {
                 "snapshot_path" => snapshot_path = Some(non_empty_string(key, value)?),
                 "redis" => redis = Some(redis_config(value)?),
                 "rate_limit" => config.rate_limit = rate_limit_config(value)?,
+                "msc4388" => config.msc4388 = msc4388_mode(key, value)?,
                 _ => return Err(ConfigError::new(key, "unknown option")),
             }
         }
@@ -244,8 +257,72 @@ impl Config {
                 snapshot_path: snapshot_path.map(PathBuf::from),
             },
         };
+        config.check_msc4388_ttl()?;
         Ok(config)
     }
+
+    /// The same configuration serving MSC4388 in `mode`: how the glue applies a switch that
+    /// lives outside the module's block (Synapse's `experimental_features.msc4388_mode`).
+    ///
+    /// The default `ttl` (120 s) is already within MSC4388's range, so a configuration that
+    /// does not set `ttl` needs nothing more.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `ttl` when MSC4388 is on and `ttl` is outside 120 to 300 s.
+    pub fn with_msc4388(mut self, mode: Msc4388Mode) -> Result<Self, ConfigError> {
+        self.msc4388 = mode;
+        self.check_msc4388_ttl()?;
+        Ok(self)
+    }
+
+    /// The largest request body the glue must let through to the core: `max_payload_bytes`
+    /// for MSC4108, and with MSC4388 on at least [`MSC4388_MAX_BODY_BYTES`], since its JSON
+    /// can legitimately be longer than its 4096 bytes of data. Larger bodies may be refused
+    /// by the glue before the core sees them.
+    pub fn max_body_bytes(&self) -> usize {
+        if self.msc4388.is_on() {
+            self.max_payload_bytes.max(MSC4388_MAX_BODY_BYTES)
+        } else {
+            self.max_payload_bytes
+        }
+    }
+
+    /// MSC4388's sessions live `ttl`, which the MSC wants between 120 and 300 s.
+    fn check_msc4388_ttl(&self) -> Result<(), ConfigError> {
+        if self.msc4388.is_on() && !(MSC4388_MIN_TTL..=MSC4388_MAX_TTL).contains(&self.ttl) {
+            return Err(ConfigError::new(
+                "ttl",
+                format!(
+                    "must be from 120s to 300s while MSC4388 is on (msc4388: {}), got {}ms",
+                    self.msc4388.name(),
+                    self.ttl.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `off`, `open` or `authenticated`. YAML 1.1 readers (`PyYAML`, which Synapse uses) turn a
+/// bare `off` into `false`, so `false` means off too.
+fn msc4388_mode(key: &str, value: &Value) -> Result<Msc4388Mode, ConfigError> {
+    match value {
+        Value::String(text) => match text.as_str() {
+            "off" => Ok(Msc4388Mode::Off),
+            "open" => Ok(Msc4388Mode::Open),
+            "authenticated" => Ok(Msc4388Mode::Authenticated),
+            _ => Err(mode_error(key, value)),
+        },
+        Value::Bool(false) => Ok(Msc4388Mode::Off),
+        _ => Err(mode_error(key, value)),
+    }
+}
+
+fn mode_error(key: &str, value: &Value) -> ConfigError {
+    ConfigError::new(
+        key,
+        format!("must be \"off\", \"open\" or \"authenticated\", got {value}"),
+    )
 }
 
 #[cfg(test)]
@@ -426,6 +503,42 @@ mod tests {
         assert!(Config::default()
             .to_string()
             .starts_with("store=memory, ttl=120s"));
+    }
+
+    #[test]
+    fn msc4388_mode_is_read_and_bounds_ttl() {
+        assert_eq!(Config::default().msc4388, Msc4388Mode::Off);
+        for (value, mode) in [
+            (json!("off"), Msc4388Mode::Off),
+            (json!(false), Msc4388Mode::Off),
+            (json!("open"), Msc4388Mode::Open),
+            (json!("authenticated"), Msc4388Mode::Authenticated),
+        ] {
+            let config = Config::from_json(&json!({ "msc4388": value })).unwrap();
+            assert_eq!(config.msc4388, mode);
+            assert_eq!(config.ttl, Duration::from_secs(120));
+        }
+        for bad in [json!("on"), json!(true), json!(1), json!("Open")] {
+            assert_eq!(error_key(&json!({ "msc4388": bad })), "msc4388");
+        }
+        assert!(Config::from_json(&json!({"msc4388": "open", "ttl": "300s"})).is_ok());
+        for ttl in ["119s", "301s", "1h"] {
+            assert_eq!(error_key(&json!({"msc4388": "open", "ttl": ttl})), "ttl");
+            let config = Config::from_json(&json!({ "ttl": ttl })).unwrap();
+            assert_eq!(
+                config
+                    .with_msc4388(Msc4388Mode::Authenticated)
+                    .unwrap_err()
+                    .key,
+                "ttl"
+            );
+        }
+        // Off, any ttl goes, as before.
+        assert!(Config::from_json(&json!({"msc4388": "off", "ttl": "10s"})).is_ok());
+        let on = Config::default().with_msc4388(Msc4388Mode::Open).unwrap();
+        assert_eq!(on.max_body_bytes(), MSC4388_MAX_BODY_BYTES);
+        assert_eq!(Config::default().max_body_bytes(), 4096);
+        assert!(on.to_string().contains(", msc4388=open, rate_limit=on"));
     }
 
     #[test]

@@ -7,12 +7,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Action, Executed, Maintenance, Meta, NewSession, Operation, Outcome, Store, StoreError,
+    Action, Executed, Maintenance, Meta, Msc4388Write, NewSession, Operation, Outcome, Store,
+    StoreError,
 };
 use crate::etag::{EntityTag, EntityTagList};
 use crate::id::SessionId;
 use crate::rate_limit::{ClientKey, Decision, MemoryRateLimiter, PrefixGroup};
-use crate::session::Session;
+use crate::session::{Protocol, Session};
 
 /// Live sessions in process memory, at most `capacity` of them, with the rate limits of
 /// the clients using them.
@@ -89,14 +90,34 @@ impl State {
         Some(session)
     }
 
-    fn live(&self, id: SessionId, now: SystemTime) -> Option<&Session> {
+    /// The live session `id` of `protocol`: one of the other protocol is not there for it.
+    fn live(&self, id: SessionId, protocol: Protocol, now: SystemTime) -> Option<&Session> {
         self.by_id
             .get(&id)
             .map(|stored| &stored.session)
-            .filter(|session| !session.is_expired(now))
+            .filter(|session| session.protocol == protocol && !session.is_expired(now))
     }
 
-    fn create(&mut self, new: &NewSession, now: SystemTime, capacity: usize) -> Executed {
+    fn live_mut(
+        &mut self,
+        id: SessionId,
+        protocol: Protocol,
+        now: SystemTime,
+    ) -> Option<&mut Session> {
+        self.by_id
+            .get_mut(&id)
+            .map(|stored| &mut stored.session)
+            .filter(|session| session.protocol == protocol && !session.is_expired(now))
+    }
+
+    /// Creates a session of `protocol`; sessions of both protocols share the capacity.
+    fn create(
+        &mut self,
+        new: &NewSession,
+        protocol: Protocol,
+        now: SystemTime,
+        capacity: usize,
+    ) -> Executed {
         let expired = self.reclaim(now);
         let wait_for = |index: Option<&ByExpiry>| {
             index
@@ -123,6 +144,7 @@ impl State {
         } else {
             let session = Session {
                 id: new.id,
+                protocol,
                 payload: new.payload.clone(),
                 etag: new.etag.clone(),
                 last_modified: now,
@@ -177,7 +199,7 @@ impl State {
         if_none_match: Option<&EntityTagList>,
         now: SystemTime,
     ) -> Outcome {
-        match self.live(id, now) {
+        match self.live(id, Protocol::Msc4108, now) {
             None => Outcome::NotFound,
             Some(session) if if_none_match.is_some_and(|tags| tags.matches(&session.etag)) => {
                 Outcome::NotModified {
@@ -196,14 +218,9 @@ impl State {
         (payload, etag): (&bytes::Bytes, &EntityTag),
         now: SystemTime,
     ) -> Outcome {
-        let Some(stored) = self
-            .by_id
-            .get_mut(&id)
-            .filter(|stored| !stored.session.is_expired(now))
-        else {
+        let Some(session) = self.live_mut(id, Protocol::Msc4108, now) else {
             return Outcome::NotFound;
         };
-        let session = &mut stored.session;
         if !if_match.matches(&session.etag) {
             return Outcome::PreconditionFailed(Meta::from(&*session));
         }
@@ -213,11 +230,41 @@ impl State {
         Outcome::Replaced(Meta::from(&*session))
     }
 
-    fn delete(&mut self, id: SessionId, now: SystemTime) -> Executed {
-        match self.remove(id) {
-            None => Executed::only(Outcome::NotFound),
-            Some(session) if session.is_expired(now) => Executed::expiring(Outcome::NotFound, 1),
-            Some(_) => Executed::only(Outcome::Deleted),
+    /// The MSC4388 compare-and-swap (see [`Msc4388Write`]).
+    fn write(&mut self, write: &Msc4388Write, now: SystemTime) -> Outcome {
+        let Some(session) = self.live_mut(write.id, Protocol::Msc4388, now) else {
+            return Outcome::NotFound;
+        };
+        match &write.next {
+            Some(next) if session.etag.opaque() == write.presented => {
+                session.payload = write.data.clone();
+                session.etag = next.clone();
+                session.last_modified = now;
+                Outcome::Replaced(Meta::from(&*session))
+            }
+            _ if session.payload == write.data => Outcome::Unchanged(Meta::from(&*session)),
+            _ => Outcome::PreconditionFailed(Meta::from(&*session)),
+        }
+    }
+
+    /// Deletes session `id` of `protocol`. One of the other protocol stays, unless it has
+    /// ended, when it is reclaimed (and counted) like any ended session.
+    fn delete(&mut self, id: SessionId, protocol: Protocol, now: SystemTime) -> Executed {
+        let Some(stored) = self.by_id.get(&id) else {
+            return Executed::only(Outcome::NotFound);
+        };
+        let (ended, ours) = (
+            stored.session.is_expired(now),
+            stored.session.protocol == protocol,
+        );
+        if ended {
+            self.remove(id);
+            Executed::expiring(Outcome::NotFound, 1)
+        } else if ours {
+            self.remove(id);
+            Executed::only(Outcome::Deleted)
+        } else {
+            Executed::only(Outcome::NotFound)
         }
     }
 }
@@ -232,7 +279,7 @@ impl MemoryStore {
         }
     }
 
-    /// Every live session, for a snapshot.
+    /// Every live session of both protocols, for a snapshot.
     pub fn live_sessions(&self, now: SystemTime) -> Vec<Session> {
         self.lock()
             .by_id
@@ -243,7 +290,8 @@ impl MemoryStore {
             .collect()
     }
 
-    /// Puts sessions from a snapshot back, up to the capacity; returns how many were kept.
+    /// Puts sessions from a snapshot back (each keeps its protocol), up to the capacity;
+    /// returns how many were kept.
     /// They count against no client's quota: a snapshot does not record who made them.
     pub fn restore(&self, sessions: Vec<Session>, now: SystemTime) -> usize {
         let mut state = self.lock();
@@ -277,7 +325,8 @@ impl Store for MemoryStore {
         }
         let mut state = self.lock();
         Ok(match &operation.action {
-            Action::Create(new) => state.create(new, now, self.capacity),
+            Action::Create(new) => state.create(new, Protocol::Msc4108, now, self.capacity),
+            Action::Msc4388Create(new) => state.create(new, Protocol::Msc4388, now, self.capacity),
             Action::Read { id, if_none_match } => {
                 Executed::only(state.read(*id, if_none_match.as_ref(), now))
             }
@@ -287,7 +336,14 @@ impl Store for MemoryStore {
                 payload,
                 etag,
             } => Executed::only(state.replace(*id, if_match, (payload, etag), now)),
-            Action::Delete { id } => state.delete(*id, now),
+            Action::Delete { id } => state.delete(*id, Protocol::Msc4108, now),
+            Action::Msc4388Read { id } => Executed::only(
+                state
+                    .live(*id, Protocol::Msc4388, now)
+                    .map_or(Outcome::NotFound, |session| Outcome::Found(session.clone())),
+            ),
+            Action::Msc4388Write(write) => Executed::only(state.write(write, now)),
+            Action::Msc4388Delete { id } => state.delete(*id, Protocol::Msc4388, now),
         })
     }
 

@@ -17,7 +17,8 @@ use std::time::SystemTime;
 
 pub use self::memory::MemoryStore;
 pub use self::operation::{
-    Action, Admission, Executed, Maintenance, Meta, NewSession, Operation, Outcome, Quota,
+    Action, Admission, Executed, Maintenance, Meta, Msc4388Write, NewSession, Operation, Outcome,
+    Quota,
 };
 pub use self::redis::{Link, RedisStore};
 

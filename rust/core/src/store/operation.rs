@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::etag::{EntityTag, EntityTagList};
 use crate::id::SessionId;
 use crate::rate_limit::{BucketConfig, ClientKey, Limit, PrefixGroup};
-use crate::session::Session;
+use crate::session::{Protocol, Session};
 
 /// One request's whole use of the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,59 @@ pub enum Action {
         /// The session.
         id: SessionId,
     },
+    /// MSC4388: store a new session (`payload` is its `data`, `etag` its first sequence
+    /// token), under the same capacity, quota and fair-share rules as [`Action::Create`].
+    Msc4388Create(NewSession),
+    /// MSC4388: read a session, payload included.
+    Msc4388Read {
+        /// The session.
+        id: SessionId,
+    },
+    /// MSC4388: compare-and-swap of a session's data.
+    Msc4388Write(Msc4388Write),
+    /// MSC4388: end a session.
+    Msc4388Delete {
+        /// The session.
+        id: SessionId,
+    },
+}
+
+impl Action {
+    /// The API whose sessions this action addresses: it never sees the other's.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Create(_) | Self::Read { .. } | Self::Replace { .. } | Self::Delete { .. } => {
+                Protocol::Msc4108
+            }
+            Self::Msc4388Create(_)
+            | Self::Msc4388Read { .. }
+            | Self::Msc4388Write(_)
+            | Self::Msc4388Delete { .. } => Protocol::Msc4388,
+        }
+    }
+}
+
+/// An MSC4388 write (PUT). With `current` the session's token and data:
+///
+/// - `presented == current` token (and a successor exists): the data becomes `data`, the
+///   token becomes `next`, even when `data` equals the old data: [`Outcome::Replaced`].
+/// - otherwise, `data` equal to the current data byte for byte: an idempotent retry,
+///   nothing changes: [`Outcome::Unchanged`] with the current token.
+/// - otherwise: a concurrent write, nothing changes: [`Outcome::PreconditionFailed`].
+///
+/// The lifetime never changes. `next` is computed by the core from `presented` (see
+/// [`crate::SequenceToken`]), so the store only compares strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Msc4388Write {
+    /// The session.
+    pub id: SessionId,
+    /// The `sequence_token` the client sent, verbatim.
+    pub presented: String,
+    /// The token the write gets if `presented` is current; `None` when `presented` is not
+    /// a token this server could have issued (so it cannot be current).
+    pub next: Option<EntityTag>,
+    /// The new data, as UTF-8 bytes.
+    pub data: Bytes,
 }
 
 /// A session to create: everything but its times, which the store's clock decides.
@@ -142,8 +195,12 @@ pub enum Outcome {
     },
     /// The content was replaced.
     Replaced(Meta),
-    /// `If-Match` does not name the current version; nothing changed.
+    /// `If-Match` does not name the current version (MSC4388: the sequence token is stale
+    /// and the data differs, a concurrent write); nothing changed.
     PreconditionFailed(Meta),
+    /// MSC4388: a stale token with the current data, byte for byte: an idempotent retry,
+    /// acknowledged with the current version; nothing changed.
+    Unchanged(Meta),
     /// The session was deleted.
     Deleted,
     /// No live session has this id.

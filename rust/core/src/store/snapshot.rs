@@ -6,6 +6,11 @@
 //! the tag (u8 length + bytes) and the payload (u32 length + bytes); last, the SHA-256 of
 //! everything before it, so that a truncated or damaged file is refused whole.
 //!
+//! Version 2 (`SRVSNAP2`) is the same with one more byte per session, right after its id:
+//! its protocol (0 for MSC4108, 1 for MSC4388). A snapshot holding only MSC4108 sessions is
+//! still written as version 1, so that an older release can load it after a downgrade;
+//! both versions load (a version 1 session is an MSC4108 session).
+//!
 //! The checksum catches accidents, not forgery: whoever can write the file can compute it.
 //! So the file is written private to its owner through a fresh temporary file that nobody
 //! could have planted; it is read only when the path itself is a regular file (never
@@ -29,9 +34,11 @@ use crate::clock::{from_unix_millis, unix_millis};
 use crate::entropy::{Entropy, SystemEntropy};
 use crate::etag::EntityTag;
 use crate::id::SessionId;
-use crate::session::Session;
+use crate::session::{Protocol, Session};
 
 const MAGIC: &[u8; 8] = b"SRVSNAP1";
+/// Version 2: a protocol byte per session.
+const MAGIC_V2: &[u8; 8] = b"SRVSNAP2";
 const DIGEST_LEN: usize = 32;
 /// The magic, the session count and the digest.
 const FRAME_LEN: u64 = 8 + 4 + 32;
@@ -95,17 +102,42 @@ pub struct Limits {
     /// Lifetime of a session (`ttl`): no session this process could have created expires
     /// later than this from now.
     pub ttl: Duration,
+    /// Whether this process serves MSC4388: if not, MSC4388 sessions are not restored (no
+    /// path could reach them). Their data is held to [`crate::MSC4388_MAX_DATA_BYTES`], not to
+    /// `max_payload_bytes`.
+    pub msc4388: bool,
 }
 
 impl Limits {
     /// The largest file that `capacity` sessions within these limits make; a larger file is
     /// not read at all.
+    ///
+    /// Without MSC4388 this is the bound of a version 1 file; a version 2 file written with
+    /// MSC4388 on and read with it off may then, if near its own bound, be refused whole
+    /// (its MSC4388 sessions would be dropped anyway).
     pub fn max_file_bytes(&self) -> u64 {
-        let payload = u64::try_from(self.max_payload_bytes).unwrap_or(u64::MAX);
+        let (payload, overhead) = if self.msc4388 {
+            // The protocol byte, and MSC4388's own data limit.
+            (
+                self.max_payload_bytes.max(crate::MSC4388_MAX_DATA_BYTES),
+                SESSION_OVERHEAD + 1,
+            )
+        } else {
+            (self.max_payload_bytes, SESSION_OVERHEAD)
+        };
+        let payload = u64::try_from(payload).unwrap_or(u64::MAX);
         let sessions = u64::try_from(self.capacity).unwrap_or(u64::MAX);
         sessions
-            .saturating_mul(payload.saturating_add(SESSION_OVERHEAD))
+            .saturating_mul(payload.saturating_add(overhead))
             .saturating_add(FRAME_LEN)
+    }
+
+    /// The largest payload a session of `protocol` may hold.
+    fn max_payload(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Msc4108 => self.max_payload_bytes,
+            Protocol::Msc4388 => crate::MSC4388_MAX_DATA_BYTES,
+        }
     }
 }
 
@@ -123,6 +155,9 @@ pub struct Contents {
     pub bad_times: usize,
     /// Dropped: an id already given to an earlier session of the file.
     pub duplicates: usize,
+    /// Not restored: live MSC4388 sessions, while this configuration does not serve MSC4388.
+    /// Not counted in [`Contents::dropped`]: turning MSC4388 off is a choice, not damage.
+    pub unserved: usize,
 }
 
 impl Contents {
@@ -325,6 +360,7 @@ fn reading() -> OpenOptions {
 /// A session as the file has it, before any check of its times and size.
 struct Record {
     id: SessionId,
+    protocol: Protocol,
     expires: u64,
     last_modified: u64,
     etag: EntityTag,
@@ -353,13 +389,16 @@ fn sort(records: Vec<Record>, limits: &Limits, now: SystemTime) -> Contents {
         };
         if now >= expires {
             contents.expired += 1;
-        } else if record.payload.len() > limits.max_payload_bytes {
+        } else if record.protocol == Protocol::Msc4388 && !limits.msc4388 {
+            contents.unserved += 1;
+        } else if record.payload.len() > limits.max_payload(record.protocol) {
             contents.oversized += 1;
         } else if !seen.insert(record.id) {
             contents.duplicates += 1;
         } else {
             contents.sessions.push(Session {
                 id: record.id,
+                protocol: record.protocol,
                 // Its own buffer, so that the file's is freed once restored.
                 payload: Bytes::copy_from_slice(&record.payload),
                 etag: record.etag,
@@ -374,10 +413,19 @@ fn sort(records: Vec<Record>, limits: &Limits, now: SystemTime) -> Contents {
 fn encode(sessions: &[Session]) -> Result<Vec<u8>, SnapshotError> {
     let too_big = || SnapshotError::Corrupt("a session is too large to snapshot");
     let mut out = BytesMut::new();
-    out.put_slice(MAGIC);
+    let v2 = sessions
+        .iter()
+        .any(|session| session.protocol != Protocol::Msc4108);
+    out.put_slice(if v2 { MAGIC_V2 } else { MAGIC });
     out.put_u32(u32::try_from(sessions.len()).map_err(|_| too_big())?);
     for session in sessions {
         out.put_slice(&session.id.to_bytes());
+        if v2 {
+            out.put_u8(match session.protocol {
+                Protocol::Msc4108 => 0,
+                Protocol::Msc4388 => 1,
+            });
+        }
         out.put_u64(unix_millis(session.expires));
         out.put_u64(unix_millis(session.last_modified));
         let tag = session.etag.opaque().as_bytes();
@@ -402,9 +450,11 @@ fn decode(mut data: Vec<u8>) -> Result<Vec<Record>, SnapshotError> {
     }
     let mut reader = Bytes::from(data);
     let magic = take_bytes(&mut reader, MAGIC.len())?;
-    if magic.as_ref() != MAGIC {
-        return Err(SnapshotError::Corrupt("not a synapse-rendezvous snapshot"));
-    }
+    let v2 = match magic.as_ref() {
+        m if m == MAGIC => false,
+        m if m == MAGIC_V2 => true,
+        _ => return Err(SnapshotError::Corrupt("not a synapse-rendezvous snapshot")),
+    };
     let count = take_u32(&mut reader)?;
     let mut records = Vec::new();
     for _ in 0..count {
@@ -412,6 +462,15 @@ fn decode(mut data: Vec<u8>) -> Result<Vec<Record>, SnapshotError> {
             .as_ref()
             .try_into()
             .map_err(|_| SnapshotError::Corrupt("bad id"))?;
+        let protocol = if v2 {
+            match take_bytes(&mut reader, 1)?[0] {
+                0 => Protocol::Msc4108,
+                1 => Protocol::Msc4388,
+                _ => return Err(SnapshotError::Corrupt("unknown protocol")),
+            }
+        } else {
+            Protocol::Msc4108
+        };
         let expires = take_u64(&mut reader)?;
         let last_modified = take_u64(&mut reader)?;
         let tag_len = usize::from(take_bytes(&mut reader, 1)?[0]);
@@ -425,6 +484,7 @@ fn decode(mut data: Vec<u8>) -> Result<Vec<Record>, SnapshotError> {
         let payload = take_bytes(&mut reader, payload_len)?;
         records.push(Record {
             id: SessionId::from_ulid(Ulid::from_bytes(id_bytes)),
+            protocol,
             expires,
             last_modified,
             etag,
@@ -493,6 +553,7 @@ mod tests {
             capacity: 10,
             max_payload_bytes: 64,
             ttl: Duration::from_secs(120),
+            msc4388: false,
         }
     }
 
@@ -614,6 +675,7 @@ mod tests {
             capacity: 1,
             max_payload_bytes: 64,
             ttl: Duration::from_secs(120),
+            msc4388: false,
         };
         let mut largest = session(b"");
         largest.payload = Bytes::from(vec![b'x'; 64]);

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use synapse_rendezvous_core::store::{Action, Executed, Meta, NewSession, Operation, Outcome};
-use synapse_rendezvous_core::{EntityTag, EntityTagList, Session, SessionId, Store, SystemEntropy};
+use synapse_rendezvous_core::{
+    EntityTag, EntityTagList, Protocol, Session, SessionId, Store, SystemEntropy,
+};
 
 pub use self::expiry::{
     every_expiry_is_counted_once, expired_sessions_are_invisible_before_maintenance,
@@ -60,6 +62,7 @@ fn new_session(payload: &[u8], ttl: Duration) -> NewSession {
 fn stored(new: &NewSession, now: SystemTime) -> Session {
     Session {
         id: new.id,
+        protocol: Protocol::Msc4108,
         payload: new.payload.clone(),
         etag: new.etag.clone(),
         last_modified: now,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::clock::from_unix_millis;
 use crate::etag::EntityTag;
 use crate::id::SessionId;
-use crate::session::Session;
+use crate::session::{Protocol, Session};
 use crate::store::{Executed, Meta, Outcome, StoreError};
 
 /// The last millisecond of the year 9999: HTTP dates cannot go further.
@@ -96,6 +96,7 @@ fn meta(etag_value: &Value, last_modified: &Value, expires: &Value) -> Result<Me
 /// and for a create or a replace the tag and lifetime it sent.
 pub(super) struct Request<'a> {
     pub(super) id: SessionId,
+    pub(super) protocol: Protocol,
     pub(super) new_etag: Option<&'a EntityTag>,
     pub(super) ttl: Duration,
 }
@@ -154,6 +155,7 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
             };
             Outcome::Found(Session {
                 id: request.id,
+                protocol: request.protocol,
                 payload: Bytes::from(payload),
                 etag: meta.etag,
                 last_modified: meta.last_modified,
@@ -169,6 +171,9 @@ pub(super) fn executed(request: &Request<'_>, reply: Value) -> Result<Executed, 
             Outcome::PreconditionFailed(meta(tag, last_modified, expires)?)
         }
         (9, []) => Outcome::Deleted,
+        (12, [tag, last_modified, expires]) => {
+            Outcome::Unchanged(meta(tag, last_modified, expires)?)
+        }
         (11, []) => {
             return Ok(Executed {
                 discarded: 1,
@@ -198,6 +203,7 @@ mod tests {
     fn read(reply: Vec<Value>) -> Result<Executed, StoreError> {
         let request = Request {
             id: id(),
+            protocol: Protocol::Msc4108,
             new_etag: None,
             ttl: Duration::ZERO,
         };

@@ -13,10 +13,18 @@
 //! - `{prefix}session:{id}`, one hash per session: `payload` (the exact bytes), `etag` (the
 //!   opaque tag), `last_modified`, `expires`, and `owner` (the client it counts against, when
 //!   a quota applies). `PEXPIREAT` at `expires` lets Redis free it by itself.
+//! - `{prefix}session:msc4388:{id}`, one hash per MSC4388 (2025) session, with the same
+//!   fields: `payload` holds the `data` string's UTF-8 bytes and `etag` the current
+//!   `sequence_token`. A ULID never contains `:`, so no id of one protocol can name a key of
+//!   the other: the separate namespace is what keeps each protocol's sessions out of the
+//!   other's paths, with no extra field to check, and every key written before MSC4388
+//!   support is an MSC4108 session, as it was.
 //! - `{prefix}sessions`, a sorted set of every stored session scored by `expires`: the
-//!   capacity count, consistent across processes.
-//! - `{prefix}client:{client}`, a sorted set per client with a quota: its sessions, scored by
-//!   `expires`; it expires with its newest session.
+//!   capacity count, consistent across processes, shared by both protocols. Its member is
+//!   what follows `session:` in the session's key (`{id}`, or `msc4388:{id}`), so that
+//!   trimming and maintenance cover both protocols unchanged.
+//! - `{prefix}client:{client}`, a sorted set per client with a quota: its sessions (index
+//!   members), scored by `expires`; it expires with its newest session.
 //! - `{prefix}group:{network}`, a sorted set per prefix group (IPv4 /24, IPv6 /56 and /48)
 //!   sharing the capacity fairly: its sessions, scored by `expires`; the hash's `groups`
 //!   field names the groups of a session.
@@ -49,12 +57,17 @@ use super::{Action, Admission, Executed, Maintenance, Operation, StoreError};
 use crate::clock::unix_millis;
 use crate::config::RedisConfig;
 use crate::etag::EntityTagList;
+use crate::id::SessionId;
+use crate::session::Protocol;
 /// A reply from Redis, as [`RedisStore::decode`] takes it.
 pub use ::redis::Value;
 
 /// Most ended sessions one maintenance call removes: it stays short however many ended at
 /// once, and the next call takes the rest.
 const MAINTENANCE_BATCH: usize = 10_000;
+
+/// What precedes an MSC4388 session's id in its index member and key.
+const MSC4388_MEMBER: &str = "msc4388:";
 
 /// How operations on the sessions under one key prefix become Redis calls.
 #[derive(Debug, Clone)]
@@ -64,6 +77,8 @@ pub struct RedisStore {
     capacity: usize,
     /// Largest payload a session written by this store can hold: a larger one was not.
     max_payload: String,
+    /// Whether MSC4388 sessions are held to MSC4388's data limit (set with the bounds).
+    msc4388_bounded: bool,
     /// Longest a session written by this store lives, in ms: one ending later was not.
     ttl: String,
 }
@@ -78,6 +93,7 @@ impl RedisStore {
             index: format!("{}sessions", config.key_prefix),
             capacity,
             max_payload: u64::MAX.to_string(),
+            msc4388_bounded: false,
             ttl: (1_u64 << 53).to_string(),
         }
     }
@@ -85,10 +101,13 @@ impl RedisStore {
     /// The same store, dropping (and reporting as discarded) every session it reads or
     /// maintains whose payload is over `max_payload_bytes` or whose expiry lies beyond now +
     /// `ttl`: sessions it cannot have written, which would otherwise hold capacity or
-    /// memory for as long as their forger wants.
+    /// memory for as long as their forger wants. MSC4388 sessions are held to
+    /// [`crate::MSC4388_MAX_DATA_BYTES`] instead of `max_payload_bytes` (and to the same `ttl`,
+    /// their lifetime too).
     #[must_use]
     pub fn with_bounds(mut self, max_payload_bytes: usize, ttl: std::time::Duration) -> Self {
         self.max_payload = max_payload_bytes.to_string();
+        self.msc4388_bounded = true;
         self.ttl = millis_of(ttl);
         self
     }
@@ -108,12 +127,13 @@ impl RedisStore {
         let (bucket, rate, burst) = self.admission(operation.admission.as_ref());
         let mut args: Vec<Vec<u8>> = vec![now.into_bytes(), rate.into_bytes(), burst.into_bytes()];
         match &operation.action {
-            Action::Create(new) => {
+            Action::Create(new) | Action::Msc4388Create(new) => {
                 let (client, quota) = new.quota.map_or_else(
                     || ("none".to_owned(), String::new()),
                     |quota| (quota.client.to_string(), quota.max.to_string()),
                 );
-                let session = self.session_key(&new.id.to_string());
+                let member = member(operation.action.protocol(), new.id);
+                let session = self.session_key(&member);
                 let client_set = format!("{}client:{client}", self.prefix);
                 let names: Vec<String> = new.groups.iter().map(ToString::to_string).collect();
                 let group_sets: Vec<String> = names
@@ -129,7 +149,7 @@ impl RedisStore {
                 keys.extend(group_sets.iter().map(String::as_bytes));
                 args.extend([
                     self.prefix.as_bytes().to_vec(),
-                    new.id.to_string().into_bytes(),
+                    member.into_bytes(),
                     new.payload.to_vec(),
                     new.etag.opaque().as_bytes().to_vec(),
                     millis_of(new.ttl).into_bytes(),
@@ -163,13 +183,37 @@ impl RedisStore {
                 let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
                 SCRIPTS.replace.call(&keys, &borrowed(&args))
             }
-            Action::Delete { id } => {
-                let id = id.to_string();
+            Action::Delete { id } | Action::Msc4388Delete { id } => {
+                let member = member(operation.action.protocol(), *id);
                 args.push(self.prefix.as_bytes().to_vec());
-                args.push(id.as_bytes().to_vec());
-                let session = self.session_key(&id);
+                args.push(member.as_bytes().to_vec());
+                let session = self.session_key(&member);
                 let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
                 SCRIPTS.delete.call(&keys, &borrowed(&args))
+            }
+            Action::Msc4388Read { id } => {
+                let member = member(Protocol::Msc4388, *id);
+                self.push_msc4388_bounds(&mut args, &member);
+                // No If-None-Match: the payload always comes back.
+                push_tags(&mut args, None);
+                let session = self.session_key(&member);
+                let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
+                SCRIPTS.read.call(&keys, &borrowed(&args))
+            }
+            Action::Msc4388Write(write) => {
+                let member = member(Protocol::Msc4388, write.id);
+                self.push_msc4388_bounds(&mut args, &member);
+                args.push(write.presented.as_bytes().to_vec());
+                args.push(
+                    write
+                        .next
+                        .as_ref()
+                        .map_or_else(Vec::new, |next| next.opaque().as_bytes().to_vec()),
+                );
+                args.push(write.data.to_vec());
+                let session = self.session_key(&member);
+                let keys = [bucket.as_bytes(), session.as_bytes(), self.index.as_bytes()];
+                SCRIPTS.msc4388_write.call(&keys, &borrowed(&args))
             }
         }
     }
@@ -180,19 +224,32 @@ impl RedisStore {
     /// [`StoreError::Corrupt`] for a reply or stored data that is not what the store
     /// writes, [`StoreError::Unavailable`] when Redis refused the call.
     pub fn decode(&self, operation: &Operation, reply: Value) -> Result<Executed, StoreError> {
+        let protocol = operation.action.protocol();
         let request = match &operation.action {
-            Action::Create(new) => Request {
+            Action::Create(new) | Action::Msc4388Create(new) => Request {
                 id: new.id,
+                protocol,
                 new_etag: Some(&new.etag),
                 ttl: new.ttl,
             },
             Action::Replace { id, etag, .. } => Request {
                 id: *id,
+                protocol,
                 new_etag: Some(etag),
                 ttl: std::time::Duration::ZERO,
             },
-            Action::Read { id, .. } | Action::Delete { id } => Request {
+            Action::Msc4388Write(write) => Request {
+                id: write.id,
+                protocol,
+                new_etag: write.next.as_ref(),
+                ttl: std::time::Duration::ZERO,
+            },
+            Action::Read { id, .. }
+            | Action::Delete { id }
+            | Action::Msc4388Read { id }
+            | Action::Msc4388Delete { id } => Request {
                 id: *id,
+                protocol,
                 new_etag: None,
                 ttl: std::time::Duration::ZERO,
             },
@@ -240,8 +297,22 @@ impl RedisStore {
         args.push(self.ttl.as_bytes().to_vec());
     }
 
-    fn session_key(&self, id: &str) -> String {
-        format!("{}session:{id}", self.prefix)
+    /// The same for an MSC4388 session, under MSC4388's data limit.
+    fn push_msc4388_bounds(&self, args: &mut Vec<Vec<u8>>, member: &str) {
+        args.push(self.prefix.as_bytes().to_vec());
+        args.push(member.as_bytes().to_vec());
+        let max = if self.msc4388_bounded {
+            crate::MSC4388_MAX_DATA_BYTES.to_string()
+        } else {
+            u64::MAX.to_string()
+        };
+        args.push(max.into_bytes());
+        args.push(self.ttl.as_bytes().to_vec());
+    }
+
+    /// The key of the session whose index member is `member`.
+    fn session_key(&self, member: &str) -> String {
+        format!("{}session:{member}", self.prefix)
     }
 
     /// The bucket key, rate and burst of a request; an empty rate means no limit.
@@ -263,6 +334,14 @@ impl RedisStore {
                 String::new(),
             ),
         }
+    }
+}
+
+/// A session's index member: its id, behind `msc4388:` for an MSC4388 session.
+fn member(protocol: Protocol, id: SessionId) -> String {
+    match protocol {
+        Protocol::Msc4108 => id.to_string(),
+        Protocol::Msc4388 => format!("{MSC4388_MEMBER}{id}"),
     }
 }
 

@@ -58,6 +58,8 @@ pub(super) struct Scripts {
     pub(super) replace: LuaScript,
     pub(super) delete: LuaScript,
     pub(super) maintain: LuaScript,
+    /// MSC4388's compare-and-swap; its creates, reads and deletes use the scripts above.
+    pub(super) msc4388_write: LuaScript,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -66,16 +68,18 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     replace: script!("replace", "replace.lua"),
     delete: script!("delete", "delete.lua"),
     maintain: script!("maintain", "maintain.lua"),
+    msc4388_write: script!("msc4388_write", "msc4388_write.lua"),
 });
 
 impl Scripts {
-    pub(super) fn all(&self) -> [&LuaScript; 5] {
+    pub(super) fn all(&self) -> [&LuaScript; 6] {
         [
             &self.create,
             &self.read,
             &self.replace,
             &self.delete,
             &self.maintain,
+            &self.msc4388_write,
         ]
     }
 }
