@@ -6,7 +6,9 @@ persistence (``--save "" --appendonly no``), in a temporary directory. It can be
 started again on the same port (its data is lost, as with a real Redis without persistence),
 and paused with SIGSTOP to play a Redis that accepts connections but never answers.
 
-Every wait is bounded. Use it as a context manager, or `start` and `stop` (idempotent).
+Every wait is bounded. Use it as a context manager, or `start` and `stop` (idempotent). The
+process runs through `devtools.process`; commands go through ``redis-cli`` (installed with
+redis-server), so that no RESP client of our own needs testing.
 
 A missing binary raises `RedisBinaryMissing`, whose message says how to install it: the tests
 that need Redis fail with it rather than being skipped, since CI installs the package.
@@ -14,26 +16,24 @@ that need Redis fail with it rather than being skipped, since CI installs the pa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from synapse_rendezvous.devserver import free_port
+from devtools.process import LoopbackPort, ManagedProcess, tail
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["RedisBinaryMissing", "RedisError", "RedisServer", "find_redis_server"]
+__all__ = ["RedisBinaryMissing", "RedisError", "RedisServer", "find_redis_cli", "find_redis_server"]
 
 DEFAULT_BINARY = "/usr/bin/redis-server"
 BINARY_ENV = "REDIS_SERVER"
+CLI_ENV = "REDIS_CLI"
 _LOG_TAIL_LINES = 30
 
 
@@ -59,21 +59,35 @@ def find_redis_server() -> str:
     )
 
 
+def find_redis_cli(server: str) -> str:
+    """The path of redis-cli: ``$REDIS_CLI``, beside ``server``, or on PATH."""
+    beside = str(Path(server).with_name("redis-cli"))
+    for candidate in (os.environ.get(CLI_ENV, ""), beside, shutil.which("redis-cli")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RedisBinaryMissing(
+        "redis-cli not found (looked at $REDIS_CLI, beside redis-server and on PATH): "
+        "it comes with redis-server (`apt-get install redis-server`)."
+    )
+
+
 class RedisServer:
     """A ``redis-server`` on ``127.0.0.1:port``; ``port`` is picked free unless given."""
 
     def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
-        self._port_was_chosen = port is not None
-        self.port: int = port if port is not None else free_port()
+        self._port = LoopbackPort(port)
         self._binary = binary
         self.workdir = Path(tempfile.mkdtemp(prefix="rendezvous-redis-"))
-        self._process: subprocess.Popen[bytes] | None = None
-        self._output: IO[bytes] | None = None
+        self._proc = ManagedProcess("redis-server", error=RedisError)
         self.starts = 0
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<RedisServer 127.0.0.1:{self.port} {state}>"
+
+    @property
+    def port(self) -> int:
+        return self._port.number
 
     @property
     def url(self) -> str:
@@ -82,11 +96,11 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._proc.running
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        return self._proc.pid
 
     @property
     def log_path(self) -> Path:
@@ -97,16 +111,18 @@ class RedisServer:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
+        return tail(text, _LOG_TAIL_LINES)
 
     # -- process control --------------------------------------------------------------------
 
-    def command(self) -> list[str]:
+    def binary(self) -> str:
         if self._binary is not None and not os.access(self._binary, os.X_OK):
             raise RedisBinaryMissing(f"redis-server binary {self._binary!r} is not executable")
-        binary = self._binary or find_redis_server()
+        return self._binary or find_redis_server()
+
+    def command(self) -> list[str]:
         return [
-            binary,
+            self.binary(),
             "--port",
             str(self.port),
             "--bind",
@@ -129,86 +145,35 @@ class RedisServer:
         If the port was picked by this object and turns out to be taken, another free port is
         tried; a port given by the caller (or used before: `restart`) is kept.
         """
-        try:
-            self._start(timeout)
-        except RedisError as exc:
-            if self._port_was_chosen or "Address already in use" not in str(exc):
-                raise
-            self.port = free_port()
-            self._start(timeout)
-        # From now on the URL must not change: restarts use the same port.
-        self._port_was_chosen = True
+        self._port.start(lambda: self._start(timeout))
 
     def _start(self, timeout: float) -> None:
-        if self.running:
-            raise RedisError(f"{self!r} is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = self.command()
-        self._close_output()
-        self._output = open(self.log_path, "ab")  # noqa: SIM115
-        self._process = subprocess.Popen(
-            command,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._proc.spawn(command, cwd=self.workdir, stdout=self.log_path, stderr=self.log_path)
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self._process = None
-                self._close_output()
-                raise RedisError(
-                    f"redis-server on port {self.port} exited at startup with code {code}:\n"
-                    f"{self.log_tail()}"
-                )
-            with contextlib.suppress(OSError, RedisError):
-                if self.execute("PING", timeout=0.5) == "PONG":
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RedisError(
-                    f"redis-server on port {self.port} did not answer PING within "
-                    f"{timeout:.0f} s:\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
+        self._proc.wait_ready(
+            self._pings, timeout, what="answer PING", log_tail=self.log_tail, interval=0.02
+        )
+
+    def _pings(self) -> bool:
+        try:
+            return self.execute("PING", timeout=0.5) == "PONG"
+        except (OSError, RedisError, subprocess.TimeoutExpired):
+            return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop redis-server (SIGTERM, SIGKILL after ``timeout``); returns its exit code.
 
         Idempotent. A paused server is resumed first so that it can handle the SIGTERM.
         """
-        proc = self._process
-        if proc is None:
+        if not self._proc.running and self._proc.pid is None:
             return None
-        try:
-            if proc.poll() is None:
-                self._signal(signal.SIGCONT)
-                self._signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._signal(signal.SIGKILL)
-                    proc.wait(10.0)
-            return proc.returncode
-        finally:
-            self._process = None
-            self._close_output()
+        return self._proc.stop(timeout)
 
     def kill(self) -> None:
         """Stop redis-server abruptly (SIGKILL), as a crash would."""
-        proc = self._process
-        if proc is None:
-            return
-        try:
-            self._signal(signal.SIGKILL)
-            proc.wait(10.0)
-        finally:
-            self._process = None
-            self._close_output()
+        self._proc.kill()
 
     def restart(self, timeout: float = 10.0) -> None:
         """Stop and start again on the same port (without persistence, the data is gone)."""
@@ -217,11 +182,11 @@ class RedisServer:
 
     def pause(self) -> None:
         """Freeze redis-server (SIGSTOP): connections are accepted but never answered."""
-        self._signal(signal.SIGSTOP)
+        self._proc.signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Undo `pause` (SIGCONT)."""
-        self._signal(signal.SIGCONT)
+        self._proc.signal(signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server and remove its directory."""
@@ -230,43 +195,36 @@ class RedisServer:
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _signal(self, sig: signal.Signals) -> None:
-        proc = self._process
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+    # -- commands, through redis-cli ---------------------------------------------------------
 
-    def _close_output(self) -> None:
-        if self._output is not None:
-            self._output.close()
-            self._output = None
+    def execute(self, *args: str | bytes | int, timeout: float = 5.0) -> str:
+        """Run one command with ``redis-cli`` and return its raw output, stripped.
 
-    # -- a minimal client -------------------------------------------------------------------
-
-    def execute(self, *args: str | bytes | int, timeout: float = 5.0) -> object:
-        """Send one command and return its decoded reply (RESP2: str, int, None or list).
-
-        Error replies raise `RedisError`. Enough for PING, KEYS, DEL, FLUSHALL and the like.
+        An error reply (or a failed connection) raises `RedisError`. Enough for PING, KEYS,
+        DEL, HSET, EVAL and the like; arrays come back one element a line.
         """
-        parts: list[bytes] = []
-        for arg in args:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        message = b"*%d\r\n" % len(parts) + b"".join(parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(message)
-            reader = sock.makefile("rb")
-            try:
-                return _read_reply(reader)
-            finally:
-                reader.close()
+        argv: list[str | bytes] = [
+            find_redis_cli(self.binary()),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-e",
+            "--raw",
+        ]
+        argv += [arg if isinstance(arg, bytes) else str(arg) for arg in args]
+        result = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
+        output = result.stdout.decode("utf-8", "replace").strip()
+        if result.returncode != 0:
+            error = result.stderr.decode("utf-8", "replace").strip()
+            raise RedisError(f"redis-cli {args[0]!r}: {error or output}")
+        return output
 
     def keys(self, pattern: str = "*") -> list[str]:
-        """The keys matching ``pattern`` (decoded as UTF-8)."""
-        reply = self.execute("KEYS", pattern)
-        assert isinstance(reply, list), reply
-        return sorted(str(key) for key in reply)
+        """The keys matching ``pattern``, sorted."""
+        return sorted(self.execute("KEYS", pattern).splitlines())
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key starting with ``prefix``; returns how many were deleted."""
@@ -276,9 +234,7 @@ class RedisServer:
             "n = n + redis.call('DEL', key) end "
             "return n"
         )
-        reply = self.execute("EVAL", script, 0, prefix)
-        assert isinstance(reply, int), reply
-        return reply
+        return int(self.execute("EVAL", script, 0, prefix))
 
     # -- context manager --------------------------------------------------------------------
 
@@ -297,28 +253,3 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _read_reply(reader: IO[bytes]) -> object:
-    line = reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise RedisError(f"connection closed mid-reply: {line!r}")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode("utf-8", "replace")
-    if kind == b"-":
-        raise RedisError(rest.decode("utf-8", "replace"))
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        size = int(rest)
-        if size < 0:
-            return None
-        data = reader.read(size + 2)
-        return data[:-2].decode("utf-8", "replace")
-    if kind == b"*":
-        count = int(rest)
-        if count < 0:
-            return None
-        return [_read_reply(reader) for _ in range(count)]
-    raise RedisError(f"unexpected reply {line!r}")
