@@ -145,14 +145,14 @@ class _FakeClock:
 
 
 def load_config() -> Any:
-    """A real ``HomeServerConfig``, parsed from a config generated the way `DevServer` does
+    """A real ``HomeServerConfig``, parsed from a config generated the way `SynapseServer` does
     for a real Synapse (no Synapse process is started). Synapse's handler reads several
     sections of it, which differ between Synapse versions, so no hand-made fake is used."""
     from synapse.config.homeserver import HomeServerConfig
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
-    server = DevServer(mode="builtin", port=int(urlsplit(BASEURL).port or 8008))
+    server = SynapseServer(mode="builtin", port=int(urlsplit(BASEURL).port or 8008))
     try:
         server.write_config()
         args: list[str] = []

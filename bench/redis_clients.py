@@ -34,8 +34,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from bench.handler_only import BASEURL, CREATE_URI, PAYLOAD, FakeRequest
+from devtools.redis import RedisServer
 from synapse_rendezvous import _core
-from synapse_rendezvous.devredis import RedisServer
 from synapse_rendezvous.dispatch import Timer
 from synapse_rendezvous.redis_connection import RedisConnections
 

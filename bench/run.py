@@ -54,12 +54,13 @@ from bench.servers import (
     rss_bytes,
     system_busy_seconds,
 )
-from synapse_rendezvous.devredis import RedisServer
+from devtools.redis import RedisServer
+from devtools.synapse import CREATE_PATH
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 LOADGEN = BENCH_DIR / "loadgen.py"
@@ -173,7 +174,7 @@ class Bench:
         self.settings = settings
         self.workdir = workdir
         self.redis: RedisServer | None = None
-        self.servers: dict[Impl, DevServer] = {}
+        self.servers: dict[Impl, SynapseServer] = {}
         self.results: dict[str, Any] = {"raw": [], "mix": {}, "memory": {}, "servers": {}}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -383,7 +384,6 @@ class Bench:
 
 # -- the standalone server, under a native load generator ---------------------------------
 
-CREATE_PATH = "_matrix/client/unstable/org.matrix.msc4108/rendezvous"
 #: What each operation must answer; anything else is an error.
 NATIVE_EXPECTED = {"get304": 304, "get200": 200, "put": 202, "create": 201, "trivial": 200}
 #: Creates run for a number of requests rather than a time: every one leaves a session alive
@@ -403,7 +403,7 @@ class NativeBench:
         self.oha = oha
         self.workdir = workdir
         self.redis: RedisServer | None = None
-        self.builtin: DevServer | None = None
+        self.builtin: SynapseServer | None = None
         self.servers: dict[NativeImpl, Any] = {}
         self.results: dict[str, Any] = {"native": [], "servers": {}}
         self.body = workdir / "payload.txt"

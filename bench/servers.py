@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from synapse_rendezvous.devserver import DevServer, free_port
-
-# The standalone server's launcher lives with the tests (tests/standalone.py), which import it
-# as `standalone`: so does the benchmark.
-_TESTS = Path(__file__).resolve().parent.parent / "tests"
-if str(_TESTS) not in sys.path:
-    sys.path.append(str(_TESTS))
+from devtools.process import LoopbackPort, ManagedProcess
 
 # (`binary` is the run step's too: re-exported.)
-from standalone import StandaloneServer  # noqa: E402
-from standalone import binary as binary  # noqa: E402
+from devtools.standalone import StandaloneServer
+from devtools.standalone import binary as binary
+from devtools.synapse import SynapseServer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,7 +47,7 @@ MODULE_CONFIG: Mapping[str, object] = {
 }
 
 
-class TrivialServer(DevServer):
+class TrivialServer(SynapseServer):
     """Synapse with only the trivial module (``bench/trivial_module.py``) loaded."""
 
     def module_entries(self) -> list[dict[str, object]]:
@@ -70,18 +61,18 @@ class TrivialServer(DevServer):
         return env
 
 
-def make_server(impl: Impl, redis_url: str | None = None) -> DevServer:
+def make_server(impl: Impl, redis_url: str | None = None) -> SynapseServer:
     """A (not yet started) Synapse for ``impl``."""
     if impl == "builtin":
-        return DevServer(mode="builtin")
+        return SynapseServer(mode="builtin")
     if impl == "memory":
-        return DevServer(mode="takeover", module_config=MODULE_CONFIG)
+        return SynapseServer(mode="takeover", module_config=MODULE_CONFIG)
     if impl == "redis":
         if redis_url is None:
             raise ValueError("the Redis store needs a redis URL")
         config = dict(MODULE_CONFIG)
         config.update({"store": "redis", "redis": {"url": redis_url}})
-        return DevServer(mode="takeover", module_config=config)
+        return SynapseServer(mode="takeover", module_config=config)
     return TrivialServer(mode="idle")
 
 
@@ -130,43 +121,38 @@ class Ceiling:
     server, answering every request with an empty 200."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._port = LoopbackPort()
+        self._proc = ManagedProcess("the trivial ceiling")
+
+    @property
+    def port(self) -> int:
+        return self._port.number
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        return self._proc.pid
 
     def start(self, timeout: float = 10.0) -> None:
-        self._process = subprocess.Popen(
-            [str(binary()), "--bench-trivial", f"127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.base_url, timeout=1.0):
-                return
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the trivial ceiling did not start")
-            time.sleep(0.05)
+        self._port.start(lambda: self._start(timeout))
+
+    def _start(self, timeout: float) -> None:
+        # Its output is discarded: a port clash shows as an early exit, without a retry.
+        self._proc.spawn([str(binary()), "--bench-trivial", f"127.0.0.1:{self.port}"])
+        self._proc.wait_ready(self._answers, timeout, what=f"answer {self.base_url}")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base_url, timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(5)
-        self._process = None
+        self._proc.stop(timeout=5.0)
 
 
 # -- /proc --------------------------------------------------------------------------------

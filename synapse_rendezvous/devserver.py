@@ -1,9 +1,11 @@
-"""A throwaway local Synapse homeserver for tests, demos and benchmarks.
+"""A throwaway local Synapse homeserver with the module, for the demo (``scripts/demo``).
 
 `DevServer` generates a Synapse configuration in a work directory, writes an overlay that
 points the server at a loopback port and configures MSC4108 according to a *mode*, starts
 ``python -m synapse.app.homeserver`` as a subprocess in its own process group and waits
-until ``/_matrix/client/versions`` answers.
+until ``/_matrix/client/versions`` answers. The tests and the bench use its subclass
+``devtools.synapse.SynapseServer`` (at the repository root, not installed), which adds
+restarts, port retry and log parsing and runs the process through ``devtools.process``.
 
 Modes:
 
@@ -14,8 +16,9 @@ Modes:
 - ``"builtin"``: Synapse's own implementation, no module (for comparison).
 - ``"idle"``: our module is loaded but neither MSC4108 option is set.
 
-Only the standard library and PyYAML (a Synapse dependency) are used, so this module can be
-imported without Synapse or the compiled core being importable in the current interpreter.
+It uses the standard library and PyYAML (a Synapse dependency) and runs Synapse in a
+subprocess, so Synapse need not be importable in the current interpreter; the compiled core
+must be, since importing the package (its ``__init__``) imports it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -33,9 +35,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import yaml
 
@@ -50,11 +51,9 @@ __all__ = [
     "MODULE_PATH",
     "SESSION_PATH",
     "DevServer",
-    "LogRecord",
     "Mode",
     "SynapseStartError",
     "free_port",
-    "parse_log",
 ]
 
 Mode = Literal["takeover", "delegation", "builtin", "idle"]
@@ -70,14 +69,9 @@ CREATE_PATH = "_matrix/client/unstable/org.matrix.msc4108/rendezvous"
 #: Where sessions live (relative to the base URL, no leading slash).
 SESSION_PATH = "_synapse/client/rendezvous"
 
-#: Format of the lines in the Synapse log written by a `DevServer` (see `parse_log`).
+#: Format of the lines in the Synapse log written by a `DevServer` (parsed by the tests).
 #: ``%(request)s`` is filled in by Synapse's log record factory.
 LOG_FORMAT = "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"
-
-_LOG_LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) - (?P<name>\S+) - (?P<lineno>\d+) - "
-    r"(?P<level>[A-Z]+) - (?P<request>.*?) - (?P<message>.*)$"
-)
 
 _LOG_FILE = "homeserver.log"
 _STDOUT_FILE = "synapse.stdout"
@@ -91,44 +85,6 @@ _TAIL_LINES = 60
 
 class SynapseStartError(RuntimeError):
     """Synapse did not become ready; the message ends with the tail of its log and stderr."""
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    """One line of a `DevServer` log, as parsed by `parse_log`."""
-
-    time: str
-    name: str
-    level: str
-    request: str
-    message: str
-
-
-def parse_log(text: str) -> list[LogRecord]:
-    """Parse the log lines written with `LOG_FORMAT`.
-
-    Continuation lines (tracebacks) are appended to the message of the preceding record;
-    lines before the first record are ignored.
-    """
-    records: list[LogRecord] = []
-    for line in text.splitlines():
-        m = _LOG_LINE.match(line)
-        if m is not None:
-            records.append(
-                LogRecord(
-                    time=m["time"],
-                    name=m["name"],
-                    level=m["level"],
-                    request=m["request"],
-                    message=m["message"],
-                )
-            )
-        elif records:
-            last = records[-1]
-            records[-1] = LogRecord(
-                last.time, last.name, last.level, last.request, f"{last.message}\n{line}"
-            )
-    return records
 
 
 # Ports handed out by `free_port` in this process: never hand out the same one twice, so
@@ -198,6 +154,15 @@ def _tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _answers(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 within a second."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 class DevServer:
     """A Synapse homeserver on 127.0.0.1 in a throwaway work directory.
 
@@ -227,22 +192,22 @@ class DevServer:
         # The interpreter Synapse runs under: this one, unless $SYNAPSE_PYTHON names another
         # (the test command runs part of the suite against the oldest supported Synapse).
         self.python = python or os.environ.get(SYNAPSE_PYTHON_ENV) or sys.executable
-        self._port_was_chosen = port is not None
         self.port: int = port if port is not None else free_port()
-        self.base_url: str = f"http://127.0.0.1:{self.port}/"
         self._owns_workdir = workdir is None
         self.workdir: Path = (
             Path(tempfile.mkdtemp(prefix="synapse-rendezvous-")) if workdir is None else workdir
         )
         self._process: subprocess.Popen[bytes] | None = None
-        self._stdout: IO[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-        self._returncode: int | None = None
 
     def __repr__(self) -> str:
         return f"<DevServer mode={self.mode} {self.base_url} workdir={self.workdir}>"
 
     # -- configuration ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/``."""
+        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def log_path(self) -> Path:
@@ -366,107 +331,47 @@ class DevServer:
             yaml.safe_dump(self.build_log_config(), sort_keys=False), encoding="utf-8"
         )
 
-    # -- process control --------------------------------------------------------------------
+    # -- process control (the demo's; `devtools.synapse.SynapseServer` replaces it) -------
 
     @property
     def running(self) -> bool:
         """Whether the Synapse process has been started and has not exited."""
         return self._process is not None and self._process.poll() is None
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit code of the last process, once it has exited (negative: killed by signal)."""
-        if self._process is not None:
-            return self._process.poll()
-        return self._returncode
-
     def start(self, timeout: float = 60.0) -> None:
         """Start Synapse and wait until ``/_matrix/client/versions`` answers 200.
 
-        Raises `SynapseStartError` (with the tail of the log and stderr) if it exits early or
-        is not ready within ``timeout`` seconds; the process is stopped in that case.
+        Raises `SynapseStartError` (with the tail of the log) if it exits early or is not
+        ready within ``timeout`` seconds; the process is stopped in that case.
         """
-        try:
-            self._start(timeout)
-        except SynapseStartError as exc:
-            # The free port we picked was taken by someone else in the meantime: pick another
-            # one, unless the caller chose the port or the server has already run on it.
-            if self._port_was_chosen or "Address already in use" not in str(exc):
-                raise
-            self.port = free_port()
-            self.base_url = f"http://127.0.0.1:{self.port}/"
-            self._start(timeout)
-        # From now on restarts must keep the port (and so the session URLs).
-        self._port_was_chosen = True
-
-    def _start(self, timeout: float) -> None:
         if self.running:
             raise RuntimeError(f"{self!r} is already running")
-        self._cleanup_process_handles()
-        # A previous stop() may have removed a temporary work directory: start afresh.
         self.write_config()
-        for name in (_STDOUT_FILE, _STDERR_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.workdir / name).unlink()
-        self._stdout = open(self.workdir / _STDOUT_FILE, "wb")  # noqa: SIM115
-        self._stderr = open(self.workdir / _STDERR_FILE, "wb")  # noqa: SIM115
-        self._returncode = None
-        try:
+        with (
+            open(self.workdir / _STDOUT_FILE, "wb") as stdout,
+            open(self.workdir / _STDERR_FILE, "wb") as stderr,
+        ):
             self._process = subprocess.Popen(
                 self.command(),
                 cwd=self.workdir,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
-                stdout=self._stdout,
-                stderr=self._stderr,
+                stdout=stdout,
+                stderr=stderr,
                 start_new_session=True,
             )
-        except BaseException:
-            self._cleanup_process_handles()
-            raise
-        try:
-            self._wait_ready(timeout)
-        except BaseException as exc:
-            self._stop_process(timeout=10.0)
-            if isinstance(exc, SynapseStartError):
-                # Add the last lines of the log, now that the process has exited and flushed.
-                raise SynapseStartError(
-                    f"{exc}\n--- exit code {self.returncode}; last lines of the log ---\n"
-                    f"{_tail(self.log_text())}"
-                ) from None
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self._process is not None
         deadline = time.monotonic() + timeout
         url = f"{self.base_url}_matrix/client/versions"
-        while True:
+        while not (_answers(url) and self.running):
             code = self._process.poll()
-            if code is not None:
-                raise SynapseStartError(f"Synapse ({self.mode}) exited early with code {code}")
-            if self._answers(url) and self._process.poll() is None:
-                # Checked after the answer: it was our process that answered, not another one.
-                return
-            if time.monotonic() > deadline:
-                raise SynapseStartError(
-                    f"Synapse ({self.mode}) did not answer {url} within {timeout:.0f} s"
-                )
+            if code is not None or time.monotonic() > deadline:
+                self._stop_process()
+                problem = f"exited with code {code}" if code is not None else "did not answer"
+                raise SynapseStartError(f"Synapse {problem}:\n{_tail(self.log_text())}")
             time.sleep(0.1)
 
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
     def stop(self, timeout: float = 15.0) -> int | None:
-        """Stop Synapse (SIGTERM, then SIGKILL after ``timeout``) and return its exit code.
+        """Stop Synapse (SIGTERM to its group, SIGKILL after ``timeout``); its exit code.
 
         Idempotent. Removes the work directory if this object created it.
         """
@@ -475,40 +380,18 @@ class DevServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return code
 
-    def restart(self, timeout: float = 60.0) -> None:
-        """Stop (keeping the work directory) and start again on the same port."""
-        self._stop_process()
-        self.start(timeout)
-
     def _stop_process(self, timeout: float = 15.0) -> int | None:
-        proc = self._process
+        proc, self._process = self._process, None
         if proc is None:
-            return self._returncode
-        try:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait(10.0)
-            self._returncode = proc.returncode
-        finally:
-            self._process = None
-            self._cleanup_process_handles()
-        return self._returncode
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        # start_new_session=True made the process the leader of its own group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-    def _cleanup_process_handles(self) -> None:
-        for handle in (self._stdout, self._stderr):
-            if handle is not None:
-                handle.close()
-        self._stdout = self._stderr = None
+            return None
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(wait)
+        return proc.poll()
 
     # -- logs -------------------------------------------------------------------------------
 
@@ -524,14 +407,6 @@ class DevServer:
             if text:
                 parts.append(f"--- {path.name} ---\n{text}")
         return "\n".join(parts)
-
-    def log_records(self) -> list[LogRecord]:
-        """The parsed lines of the Synapse log file."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-        return parse_log(text)
 
     # -- context manager --------------------------------------------------------------------
 

@@ -12,12 +12,13 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from synapse_rendezvous import devserver
 from synapse_rendezvous.devserver import DevServer, SynapseStartError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-CREATE_PATH = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous"
+CREATE_PATH = "/" + devserver.CREATE_PATH
 TIMEOUT_SECONDS = 10.0
 
 

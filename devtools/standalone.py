@@ -1,12 +1,13 @@
-"""A standalone rendezvous server (``synapse-rendezvous-server``) for the tests.
+"""A standalone rendezvous server (``synapse-rendezvous-server``) for the tests and the bench.
 
 `StandaloneServer` writes a YAML configuration (the module's keys, plus ``listen``,
 ``public_base_url`` on a free loopback port and whatever server keys a test adds), starts the
 binary that ``cargo build [--release] -p synapse-rendezvous-server`` built, in its own process
 group, and waits until its ``/health`` answers 200 (with the Redis store: once a connection to
-Redis is up). It stops with SIGTERM, then SIGKILL after a bound. Every wait is bounded.
+Redis is up). It stops with SIGTERM, then SIGKILL after a bound. Every wait is bounded (the
+process and the port retry are `devtools.process`'s).
 
-It offers the part of `synapse_rendezvous.devserver.DevServer` that the shared tests use
+It offers the part of `devtools.synapse.SynapseServer` that the shared tests use
 (``base_url``, ``mode``, ``start``, ``stop``, ``restart``, ``running``, ``pid``,
 ``returncode``, ``log_text``), so that the spec suite can take either; ``mode`` is
 ``"standalone"``. Its log is the server's own (stderr), not Synapse's: `log_records` is empty.
@@ -17,27 +18,23 @@ The binary: ``$SYNAPSE_RENDEZVOUS_SERVER`` if set, else the newer of ``target/re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from synapse_rendezvous.devserver import free_port
+from devtools.process import LoopbackPort, ManagedProcess, tail
 
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Mapping
     from types import TracebackType
 
-    from synapse_rendezvous.devserver import LogRecord
+    from devtools.synapse import LogRecord
 
 __all__ = ["BINARY_ENV", "StandaloneMode", "StandaloneServer", "StandaloneStartError", "binary"]
 
@@ -92,18 +89,19 @@ class StandaloneServer:
     ) -> None:
         self.module_config: dict[str, object] = dict(config or {})
         self.server_config: dict[str, object] = dict(server_config or {})
-        self._port_was_chosen = port is not None
-        self.port: int = port if port is not None else free_port()
+        self._port = LoopbackPort(port)
         self._owns_workdir = workdir is None
         self.workdir: Path = (
             Path(tempfile.mkdtemp(prefix="rendezvous-server-")) if workdir is None else workdir
         )
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._returncode: int | None = None
+        self._proc = ManagedProcess(BINARY_NAME, error=StandaloneStartError)
 
     def __repr__(self) -> str:
         return f"<StandaloneServer {self.base_url} workdir={self.workdir}>"
+
+    @property
+    def port(self) -> int:
+        return self._port.number
 
     @property
     def base_url(self) -> str:
@@ -136,17 +134,15 @@ class StandaloneServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._proc.running
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        return self._proc.pid
 
     @property
     def returncode(self) -> int | None:
-        if self._process is not None:
-            return self._process.poll()
-        return self._returncode
+        return self._proc.returncode
 
     def start(self, timeout: float = 30.0) -> None:
         """Starts the server and waits until ``/health`` answers 200, within ``timeout``.
@@ -155,102 +151,47 @@ class StandaloneServer:
         stopped then). A port taken meanwhile by someone else is replaced by another one,
         unless the caller chose it or the server already ran on it.
         """
-        try:
-            self._start(timeout)
-        except StandaloneStartError as exc:
-            if self._port_was_chosen or "Address already in use" not in str(exc):
-                raise
-            self.port = free_port()
-            self._start(timeout)
-        self._port_was_chosen = True
+        self._port.start(lambda: self._start(timeout))
 
     def _start(self, timeout: float) -> None:
-        if self.running:
-            raise RuntimeError(f"{self!r} is already running")
-        self._close_log()
         self.write_config()
         program = binary()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self._returncode = None
-        self._process = subprocess.Popen(
+        self._proc.spawn(
             [str(program), "--config", str(self.config_path)],
             cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            start_new_session=True,
+            stdout=self.log_path,
+            stderr=self.log_path,
         )
-        deadline = time.monotonic() + timeout
         url = f"{self.base_url}health"
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self._returncode = code
-                self._process = None
-                raise StandaloneStartError(
-                    f"{program.name} exited early with code {code}\n{self._tail()}"
-                )
-            if _answers(url) and self._process.poll() is None:
-                return
-            if time.monotonic() > deadline:
-                self._stop_process(5.0)
-                raise StandaloneStartError(
-                    f"{program.name} did not answer {url} within {timeout:.0f} s\n{self._tail()}"
-                )
-            time.sleep(0.05)
+        self._proc.wait_ready(
+            lambda: _answers(url),
+            timeout,
+            what=f"answer {url}",
+            log_tail=lambda: tail(self.log_text(), _TAIL_LINES),
+        )
 
     def signal(self, sig: signal.Signals) -> None:
         """Sends ``sig`` to the server process."""
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, sig)
+        self._proc.signal(sig, group=False)
 
     def wait(self, timeout: float) -> int:
         """Waits for the server to exit by itself (raises `subprocess.TimeoutExpired`)."""
-        assert self._process is not None
-        code = self._process.wait(timeout)
-        self._returncode = code
-        self._process = None
-        self._close_log()
-        return code
+        return self._proc.wait(timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Stops the server (SIGTERM, then SIGKILL after ``timeout``); its exit code.
 
         Idempotent. Removes the work directory if this object created it.
         """
-        code = self._stop_process(timeout)
+        code = self._proc.stop(timeout)
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return code
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stops (keeping the work directory) and starts again on the same port."""
-        self._stop_process()
+        self._proc.stop()
         self.start(timeout)
-
-    def _stop_process(self, timeout: float = 15.0) -> int | None:
-        proc = self._process
-        if proc is None:
-            return self._returncode
-        try:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait(10.0)
-            self._returncode = proc.returncode
-        finally:
-            self._process = None
-            self._close_log()
-        return self._returncode
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     # -- logs -------------------------------------------------------------------------------
 
@@ -263,10 +204,6 @@ class StandaloneServer:
     def log_records(self) -> list[LogRecord]:
         """Synapse's log records: a standalone server has none (see `log_text`)."""
         return []
-
-    def _tail(self) -> str:
-        lines = self.log_text().splitlines()[-_TAIL_LINES:]
-        return "--- last lines of the log ---\n" + "\n".join(lines)
 
     def __enter__(self) -> StandaloneServer:
         try:
@@ -289,11 +226,5 @@ def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as resp:
             return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
+    except OSError:
         return False
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # start_new_session=True made the process the leader of its own group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
