@@ -1,4 +1,4 @@
-"""Fixtures that boot real Synapse homeservers (see `synapse_rendezvous.devserver`).
+"""Fixtures that boot real Synapse homeservers (see `devtools.synapse`).
 
 Every spec test takes the ``server`` fixture and so runs once per entry of `SERVER_VARIANTS`
 (by default our module in takeover mode and in delegation mode, each with the memory store and
@@ -29,6 +29,19 @@ Mode ``standalone`` is the standalone server (``synapse-rendezvous-server``, see
 (``standalone``, ``standalone-redis``). It runs the files of `STANDALONE_SUITES` only (the other
 tests are about Synapse itself), minus the tests marked ``homeserver``;
 ``tests/test_standalone*.py`` test the server where it differs.
+
+Tests marked ``semantic`` (pure semantics of the API that Synapse, Twisted and the server
+cannot break: ETag values, expiry arithmetic, payload equality; the Rust spec tests in
+``rust/core/tests/spec.rs`` are their spec) run only in `SEMANTIC_VARIANTS` (``takeover`` on
+memory, ``standalone-redis``, and ``builtin`` for the self-check); what the hosts can break
+(routing per mode, header writing, HEAD and 304 framing, CORS, the delegation redirect, limits
+through real addresses, restarts) stays unmarked and runs in every variant.
+
+Tests marked ``slow`` (several seconds each: building the wheel, waiting out rate-limit
+windows, TTLs and the reclaim run) are deselected by ``-m "not slow"`` for a quick run.
+
+The processes come from ``devtools`` at the repository root (not installed; shared with the
+bench), the helpers from ``tests/support`` (the HTTP client `support.http_client`).
 """
 
 from __future__ import annotations
@@ -44,21 +57,20 @@ import pytest
 
 _TESTS = Path(__file__).resolve().parent
 for _path in (_TESTS, _TESTS.parent):
-    # Under --import-mode=importlib nothing is added to sys.path: make the helper module
-    # `http_client` importable, and (when the package is not installed) the pure-Python
-    # `synapse_rendezvous.devserver`. Appended, so that an installed synapse_rendezvous wins
-    # over the source tree.
+    # Under --import-mode=importlib nothing is added to sys.path: make the helper package
+    # `support` (tests/) and `devtools` (the repository root, never installed) importable.
+    # Appended, so that an installed synapse_rendezvous wins over the source tree.
     if str(_path) not in sys.path:
         sys.path.append(str(_path))
 
-from deployment import Deployment  # noqa: E402
-from standalone import StandaloneServer, StandaloneStartError  # noqa: E402
+from support.deployment import Deployment  # noqa: E402
 
-from synapse_rendezvous.devredis import RedisError, RedisServer  # noqa: E402
-from synapse_rendezvous.devserver import (  # noqa: E402
+from devtools.redis import RedisError, RedisServer  # noqa: E402
+from devtools.standalone import StandaloneServer, StandaloneStartError  # noqa: E402
+from devtools.synapse import (  # noqa: E402
     MODES,
-    DevServer,
     Mode,
+    SynapseServer,
     SynapseStartError,
     free_port,
 )
@@ -228,6 +240,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "homeserver: needs a Synapse homeserver (its own endpoints or logs), not only the "
         "rendezvous API: not run against the standalone server",
     )
+    config.addinivalue_line(
+        "markers",
+        "semantic: pure semantics of the rendezvous API that Synapse, Twisted and the server "
+        "cannot change (the Rust spec tests own them): run in `SEMANTIC_VARIANTS` only",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -239,6 +256,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     redis_selected = "redis" in enabled_stores()
     _deselect_standalone(config, items)
+    _deselect_semantic(config, items)
     for item in items:
         # Skipped here rather than by a fixture, so that no module-scoped server or
         # deployment boots for a test that is skipped anyway.
@@ -276,10 +294,44 @@ def _deselect_standalone(config: pytest.Config, items: list[pytest.Item]) -> Non
         items[:] = kept
 
 
+#: The variants a test marked ``semantic`` runs in: one per store (our module in Synapse on
+#: memory, the standalone server on Redis) and the built-in (the self-check).
+SEMANTIC_VARIANTS = ("takeover", "standalone-redis", "builtin")
+
+
+def _variant_of(item: pytest.Item) -> ServerVariant | None:
+    callspec = getattr(item, "callspec", None)
+    params: dict[str, object] = callspec.params if callspec is not None else {}
+    return next((v for v in params.values() if isinstance(v, ServerVariant)), None)
+
+
+def _deselect_semantic(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keeps the tests marked ``semantic`` in `SEMANTIC_VARIANTS` only; when the variants
+    selected by the environment include none of them, in the first selected one, so that
+    every test still runs once."""
+    enabled = [v.id for v in SERVER_VARIANTS]
+    wanted = {v for v in SEMANTIC_VARIANTS if v in enabled} or set(enabled[:1])
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        variant = _variant_of(item)
+        if (
+            variant is not None
+            and variant.id not in wanted
+            and item.get_closest_marker("semantic") is not None
+        ):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 # -- servers ----------------------------------------------------------------------------------
 
 
-def start_or_fail(server: DevServer, timeout: float = 60.0) -> None:
+def start_or_fail(server: SynapseServer, timeout: float = 60.0) -> None:
     """Start ``server``; if it does not come up, fail the test with the tail of its log."""
     try:
         server.start(timeout)
@@ -303,7 +355,7 @@ class ServerFactory(Protocol):
         *,
         extra_config: Mapping[str, object] | None = None,
         start: bool = True,
-    ) -> AbstractContextManager[DevServer]: ...
+    ) -> AbstractContextManager[SynapseServer]: ...
 
 
 def start_redis_or_fail(redis: RedisServer, timeout: float = 10.0) -> None:
@@ -321,7 +373,7 @@ class _Servers:
     """
 
     def __init__(self) -> None:
-        self.live: list[DevServer] = []
+        self.live: list[SynapseServer] = []
         self.live_standalone: list[StandaloneServer] = []
         self._redis: RedisServer | None = None
         self._prefixes = 0
@@ -365,19 +417,19 @@ class _Servers:
         *,
         extra_config: Mapping[str, object] | None = None,
         start: bool = True,
-    ) -> Iterator[DevServer]:
+    ) -> Iterator[SynapseServer]:
         """A server of ``variant`` (or a plain mode) with ``module_config`` on top of the
         variant's; started unless ``start`` is false, always stopped on exit."""
         if not isinstance(variant, ServerVariant):
             variant = ServerVariant(variant)
         config = self.module_config(variant, module_config)
         if variant.standalone:
-            # The tests see a DevServer: the standalone server offers the part they use (see
+            # The tests see a SynapseServer: the standalone server offers the part they use (see
             # `standalone.StandaloneServer`); ``extra_config`` holds server keys here.
             with self._standalone(config, extra_config, start=start) as standalone:
-                yield cast("DevServer", standalone)
+                yield cast("SynapseServer", standalone)
             return
-        server = DevServer(mode=variant.mode, module_config=config, extra_config=extra_config)
+        server = SynapseServer(mode=variant.mode, module_config=config, extra_config=extra_config)
         self.live.append(server)
         try:
             if start:
@@ -527,7 +579,7 @@ def variant(request: pytest.FixtureRequest) -> ServerVariant:
 
 
 @pytest.fixture(scope="session")
-def server(variant: ServerVariant, server_factory: ServerFactory) -> Iterator[DevServer]:
+def server(variant: ServerVariant, server_factory: ServerFactory) -> Iterator[SynapseServer]:
     """A Synapse shared by the whole session for ``variant``, with the module's defaults."""
     with server_factory(variant) as srv:
         yield srv

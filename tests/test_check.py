@@ -25,9 +25,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import get
 from support.hostile import (
-    CREATE_PATH,
     SESSION_PATH,
     HostileServer,
     LoopbackTls,
@@ -38,14 +36,15 @@ from support.hostile import (
     loopback_tls,
     redirect,
 )
+from support.http_client import CREATE_PATH, SESSION_ROOT, get
 from support.proxy import Faults, ReverseProxy
 
+from devtools.synapse import free_port
 from synapse_rendezvous.__main__ import main
 from synapse_rendezvous.cli.check import TargetError, parse_target, run_check
 from synapse_rendezvous.cli.check_exchange import MAX_REDIRECTS
 from synapse_rendezvous.cli.check_findings import format_finding
 from synapse_rendezvous.cli.check_http import MAX_BODY_BYTES
-from synapse_rendezvous.devserver import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,8 +52,8 @@ if TYPE_CHECKING:
 
     from conftest import ServerFactory
 
+    from devtools.synapse import Mode, SynapseServer
     from synapse_rendezvous.cli.check_findings import Report
-    from synapse_rendezvous.devserver import DevServer, Mode
 
 #: Every finding of a complete exchange, in the order they are reported.
 ALL_IDS = (
@@ -74,16 +73,14 @@ ALL_IDS = (
     "lifetime",
     "clock",
     "delete",
+    "msc4388",  # not served by these servers: an OK saying so
 )
 #: The module as shipped, rate limits included: the check must pass within them. (The
 #: servers behind the proxy run many checks from one address, so they keep the suite's
 #: default of no rate limits.)
 SHIPPED: dict[str, object] = {"rate_limit": {"enabled": True}}
 ORIGIN = "https://app.element.io"
-RENDEZVOUS_PREFIXES = (
-    "/_matrix/client/unstable/org.matrix.msc4108/rendezvous",
-    "/_synapse/client/rendezvous",
-)
+RENDEZVOUS_PREFIXES = (CREATE_PATH, SESSION_ROOT)
 
 
 def check(url: str) -> Report:
@@ -115,19 +112,19 @@ def assert_deleted(report: Report) -> None:
 
 
 @pytest.fixture(scope="module")
-def takeover(server_factory: ServerFactory) -> Iterator[DevServer]:
+def takeover(server_factory: ServerFactory) -> Iterator[SynapseServer]:
     with server_factory("takeover", SHIPPED) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def delegation(server_factory: ServerFactory) -> Iterator[DevServer]:
+def delegation(server_factory: ServerFactory) -> Iterator[SynapseServer]:
     with server_factory("delegation", SHIPPED) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def builtin(server_factory: ServerFactory) -> Iterator[DevServer]:
+def builtin(server_factory: ServerFactory) -> Iterator[SynapseServer]:
     with server_factory("builtin") as server:
         yield server
 
@@ -171,7 +168,7 @@ def proxy(proxied_module: ReverseProxy) -> Iterator[ReverseProxy]:
 
 @pytest.mark.parametrize("mode", ["takeover", "delegation"])
 def test_our_module_passes_everything(mode: str, request: pytest.FixtureRequest) -> None:
-    server: DevServer = request.getfixturevalue(mode)
+    server: SynapseServer = request.getfixturevalue(mode)
     report = check(server.base_url)
     assert tuple(f.id for f in report.findings) == ALL_IDS, shown(report)
     assert not_ok(report) == {}, shown(report)
@@ -183,7 +180,7 @@ def test_our_module_passes_everything(mode: str, request: pytest.FixtureRequest)
     assert_deleted(report)
 
 
-def test_builtin_only_warns_about_its_60_s_lifetime(builtin: DevServer) -> None:
+def test_builtin_only_warns_about_its_60_s_lifetime(builtin: SynapseServer) -> None:
     """Synapse's built-in (1.163) passes everything but its fixed 60 s lifetime."""
     report = check(builtin.base_url)
     assert tuple(f.id for f in report.findings) == ALL_IDS, shown(report)
@@ -208,7 +205,7 @@ def test_idle_module_fails_versions_and_create(server_factory: ServerFactory) ->
 
 
 def test_cli_prints_one_line_per_finding(
-    takeover: DevServer, capsys: pytest.CaptureFixture[str]
+    takeover: SynapseServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["check", takeover.base_url])
     out, err = capsys.readouterr()
@@ -220,7 +217,7 @@ def test_cli_prints_one_line_per_finding(
     assert lines[-1] == f"Result: OK ({len(ALL_IDS)} OK, 0 WARN, 0 FAIL)"
 
 
-def test_cli_json_report(takeover: DevServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_json_report(takeover: SynapseServer, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check", takeover.base_url.rstrip("/"), "--json", "--timeout", "5"])
     out, err = capsys.readouterr()
     assert code == 0, out
@@ -301,7 +298,9 @@ def test_timeout_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
     assert elapsed < 5, elapsed
 
 
-def test_tls_to_a_plain_http_port(takeover: DevServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tls_to_a_plain_http_port(
+    takeover: SynapseServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Twisted waits for a request line that the TLS ClientHello never completes."""
     code, out = _run_cli(["check", f"https://127.0.0.1:{takeover.port}/", "--timeout", "1"], capsys)
     assert code == 1
@@ -546,7 +545,7 @@ def test_session_url_on_another_origin_is_refused(capsys: pytest.CaptureFixture[
         ]
 
 
-def test_synapse_checked_through_a_proxy_it_does_not_know(takeover: DevServer) -> None:
+def test_synapse_checked_through_a_proxy_it_does_not_know(takeover: SynapseServer) -> None:
     """The real case: a Synapse whose public_baseurl is not the URL checked gives session URLs
     on its own origin. Refused (the session is left to expire), then, allowed, all OK."""
     with ReverseProxy(takeover.base_url) as proxy:

@@ -15,15 +15,15 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, get, session_id, session_url
+from support.http_client import create_session, get, session_id, session_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from conftest import DeploymentFactory, RedisFactory
-    from deployment import Deployment
+    from support.deployment import Deployment
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = [
     pytest.mark.workers,
@@ -58,7 +58,7 @@ def skewed(
         yield deployment
 
 
-def _on(process: DevServer, url: str) -> str:
+def _on(process: SynapseServer, url: str) -> str:
     return session_url(process, session_id(url))
 
 

@@ -19,16 +19,26 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import SESSION_PREFIX, Response, delete, errcode, get, put, request, session_url
+from support.http_client import (
+    SESSION_PREFIX,
+    Response,
+    delete,
+    errcode,
+    get,
+    put,
+    request,
+    session_url,
+)
+from support.http_client import etag as _etag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from conftest import DeploymentFactory, RedisFactory
-    from deployment import Deployment
+    from support.deployment import Deployment
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.redis import RedisServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = [
     pytest.mark.workers,
@@ -46,13 +56,7 @@ CREATE_ROUNDS = 3
 ROUND_TIMEOUT_S = 30.0
 
 
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
-
-
-def _create_on(process: DevServer, body: bytes) -> Response:
+def _create_on(process: SynapseServer, body: bytes) -> Response:
     """POST to the session path of ``process`` (delegation mode's create endpoint)."""
     return request(
         process,

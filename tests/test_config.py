@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, post_create
+from support.http_client import create_session, post_create
 
-from synapse_rendezvous.devserver import SynapseStartError
+from devtools.synapse import SynapseStartError
 
 if TYPE_CHECKING:
     from conftest import ServerFactory

@@ -14,14 +14,14 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, get, session_url
+from support.http_client import create_session, get, session_url
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from conftest import RedisFactory, ServerFactory
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = pytest.mark.usefixtures("needs_module")
 
@@ -54,7 +54,7 @@ def _snapshot(entries: list[bytes]) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _warnings(server: DevServer) -> list[str]:
+def _warnings(server: SynapseServer) -> list[str]:
     return [r.message for r in server.log_records() if r.level == "WARNING"]
 
 

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
-from raw_http import (
-    CREATE_PATH,
-    SESSION_ROOT,
+from support.http_client import CREATE_PATH, SESSION_ROOT
+from support.raw_http import (
     Exchange,
     RawResponse,
     build_request,
@@ -38,7 +37,7 @@ from raw_http import (
 if TYPE_CHECKING:
     import socket
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 #: Bound on the answer to a request the server can answer at once.
 PROMPT_S = 2.0
@@ -57,7 +56,7 @@ ACCESS_LINE = re.compile(r' \d+B (\d{3}) "\S+ (\S+)')
 
 
 @pytest.fixture(autouse=True)
-def _module_only(server: DevServer) -> None:
+def _module_only(server: SynapseServer) -> None:
     if server.mode == "builtin":
         pytest.skip("tests our module, not Synapse's built-in implementation")
 
@@ -65,14 +64,14 @@ def _module_only(server: DevServer) -> None:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _create_target(server: DevServer) -> str:
+def _create_target(server: SynapseServer) -> str:
     """Where a create POST reaches our module: the standard path in takeover mode; in
     delegation mode Synapse answers that with a 307 to the session root, served by us."""
     return SESSION_ROOT if server.mode == "delegation" else CREATE_PATH
 
 
 def _send(
-    server: DevServer, data: bytes, *, head: bool = False, timeout: float = PROMPT_S * 2
+    server: SynapseServer, data: bytes, *, head: bool = False, timeout: float = PROMPT_S * 2
 ) -> Exchange:
     return exchange(server, data, head=head, timeout=timeout)
 
@@ -101,7 +100,7 @@ def _assert_error(resp: RawResponse, status: int, errcode: str, what: str = "") 
     assert resp.header("Access-Control-Allow-Origin") == "*", f"{what}: {resp!r}"
 
 
-def _assert_serving(server: DevServer) -> None:
+def _assert_serving(server: SynapseServer) -> None:
     """A normal create and read are answered promptly."""
     started = time.monotonic()
     url = create_url(server, b"still here", timeout=PROMPT_S)
@@ -110,7 +109,7 @@ def _assert_serving(server: DevServer) -> None:
     assert time.monotonic() - started < 2 * PROMPT_S
 
 
-def _session(server: DevServer, body: bytes = b"hello") -> tuple[str, str]:
+def _session(server: SynapseServer, body: bytes = b"hello") -> tuple[str, str]:
     """A new session: its path and current ETag."""
     resp = create(server, body)
     assert resp.status == 201, resp
@@ -121,14 +120,14 @@ def _session(server: DevServer, body: bytes = b"hello") -> tuple[str, str]:
     return target_of(url), etag
 
 
-def _payload(server: DevServer, path: str) -> bytes:
+def _payload(server: SynapseServer, path: str) -> bytes:
     got = request(server, "GET", path)
     assert got.status == 200, got
     return got.body
 
 
 def _upload(
-    server: DevServer, method: str, headers: list[tuple[str, str]], body: bytes
+    server: SynapseServer, method: str, headers: list[tuple[str, str]], body: bytes
 ) -> tuple[bytes, str]:
     """The raw bytes of a POST (create) or PUT (to a new session, ``If-Match: *``) with the
     given headers and body and no automatic Content-Length; and the target used."""
@@ -158,7 +157,7 @@ MALFORMED_LENGTHS = {
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @pytest.mark.parametrize("lengths", list(MALFORMED_LENGTHS.values()), ids=list(MALFORMED_LENGTHS))
 def test_malformed_content_length_is_refused(
-    server: DevServer, method: str, lengths: list[str]
+    server: SynapseServer, method: str, lengths: list[str]
 ) -> None:
     headers = [TEXT, *(("Content-Length", value) for value in lengths)]
     data, _ = _upload(server, method, headers, b"hi")
@@ -169,7 +168,7 @@ def test_malformed_content_length_is_refused(
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-def test_huge_content_length_waits_for_the_body(server: DevServer, method: str) -> None:
+def test_huge_content_length_waits_for_the_body(server: SynapseServer, method: str) -> None:
     """``Content-Length: 99999999999999999999``: Twisted accepts any digit string and waits
     for that many bytes (Synapse would refuse an over-large body only once it has arrived, or
     drop the connection once more than its ``max_request_body_size`` arrived). So: no answer
@@ -187,7 +186,7 @@ def test_huge_content_length_waits_for_the_body(server: DevServer, method: str) 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 def test_body_longer_than_content_length_is_cut_at_the_length(
-    server: DevServer, method: str
+    server: SynapseServer, method: str
 ) -> None:
     """HTTP framing: the body is exactly Content-Length bytes; with ``Connection: close`` the
     rest is ignored. The session holds the first two bytes."""
@@ -202,7 +201,7 @@ def test_body_longer_than_content_length_is_cut_at_the_length(
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-def test_body_shorter_than_content_length_is_awaited(server: DevServer, method: str) -> None:
+def test_body_shorter_than_content_length_is_awaited(server: SynapseServer, method: str) -> None:
     """The server waits for the rest of the body (it cannot know it will not come); the
     client gives up, closes, and the server is fine. A PUT that never completed changed
     nothing."""
@@ -216,7 +215,7 @@ def test_body_shorter_than_content_length_is_awaited(server: DevServer, method: 
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-def test_chunked_upload_without_length_is_missing_param(server: DevServer, method: str) -> None:
+def test_chunked_upload_without_length_is_missing_param(server: SynapseServer, method: str) -> None:
     """MSC4108 requires a Content-Length: Twisted de-chunks the body, our module sees no
     length and answers 400 M_MISSING_PARAM."""
     headers = [TEXT, ("Transfer-Encoding", "chunked")]
@@ -226,7 +225,7 @@ def test_chunked_upload_without_length_is_missing_param(server: DevServer, metho
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-def test_chunked_upload_with_length_is_refused(server: DevServer, method: str) -> None:
+def test_chunked_upload_with_length_is_refused(server: SynapseServer, method: str) -> None:
     """Both Transfer-Encoding and Content-Length (the request-smuggling shape): Twisted
     refuses it with a bare 400 and closes."""
     headers = [TEXT, ("Transfer-Encoding", "chunked"), ("Content-Length", "2")]
@@ -238,7 +237,7 @@ def test_chunked_upload_with_length_is_refused(server: DevServer, method: str) -
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-def test_megabyte_body_is_too_large(server: DevServer, method: str) -> None:
+def test_megabyte_body_is_too_large(server: SynapseServer, method: str) -> None:
     """A 1 MiB body, well framed: Synapse reads it (it is under its own request size limit),
     our module refuses it as 413 M_TOO_LARGE (the default maximum is 4096 bytes)."""
     body = b"x" * 1_048_576
@@ -246,7 +245,7 @@ def test_megabyte_body_is_too_large(server: DevServer, method: str) -> None:
     _assert_error(_answered(_send(server, data), "1 MiB"), 413, "M_TOO_LARGE")
 
 
-def test_expect_100_continue_is_honoured(server: DevServer) -> None:
+def test_expect_100_continue_is_honoured(server: SynapseServer) -> None:
     """``Expect: 100-continue`` (curl sends it for larger uploads): an interim 100, then the
     real answer."""
     path, etag = _session(server)
@@ -256,7 +255,7 @@ def test_expect_100_continue_is_honoured(server: DevServer) -> None:
     assert _payload(server, path) == b"x"
 
 
-def test_nul_in_a_header_value_is_refused_by_twisted(server: DevServer) -> None:
+def test_nul_in_a_header_value_is_refused_by_twisted(server: SynapseServer) -> None:
     """A NUL byte inside a header value: Twisted refuses the request (bare 400)."""
     path, _ = _session(server)
     data = build_request("GET", path, [("If-None-Match", '"a\x00b"')])
@@ -316,7 +315,7 @@ def _check_odd_id_answer(
 @pytest.mark.parametrize("method", SESSION_METHODS)
 @pytest.mark.parametrize("case", list(ODD_IDS.values()), ids=list(ODD_IDS))
 def test_odd_ids_are_not_found(
-    server: DevServer, method: str, case: tuple[bytes, int, str | None]
+    server: SynapseServer, method: str, case: tuple[bytes, int, str | None]
 ) -> None:
     """Odd ids on every session method: 404 (or Twisted's 400), never a 5xx. For PUT every
     check before the id passes (length, type, If-Match), so the id decides."""
@@ -330,7 +329,7 @@ def test_odd_ids_are_not_found(
 
 
 @pytest.mark.parametrize("method", SESSION_METHODS)
-def test_empty_id_is_not_a_session(server: DevServer, method: str) -> None:
+def test_empty_id_is_not_a_session(server: SynapseServer, method: str) -> None:
     """``/_synapse/client/rendezvous/`` (empty id): in takeover mode nothing lives there
     (404 M_UNRECOGNIZED); in delegation mode it is the create endpoint, where only POST is
     allowed (405 M_UNRECOGNIZED)."""
@@ -341,7 +340,7 @@ def test_empty_id_is_not_a_session(server: DevServer, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", SESSION_METHODS)
-def test_lower_case_id_of_a_live_session_is_not_found(server: DevServer, method: str) -> None:
+def test_lower_case_id_of_a_live_session_is_not_found(server: SynapseServer, method: str) -> None:
     """Ids are canonical upper-case ULIDs: the lower-case spelling of a live session's id is
     another, unknown id (404), and the session itself is untouched, even by PUT/DELETE."""
     path, _ = _session(server, b"untouched")
@@ -354,7 +353,7 @@ def test_lower_case_id_of_a_live_session_is_not_found(server: DevServer, method:
 # -- bodies -----------------------------------------------------------------------------------
 
 
-def test_invalid_utf8_bodies_are_stored_byte_for_byte(server: DevServer) -> None:
+def test_invalid_utf8_bodies_are_stored_byte_for_byte(server: SynapseServer) -> None:
     """Payloads are opaque bytes: invalid UTF-8, NUL and CRLF come back exactly, on create
     and on write."""
     created = _answered(
@@ -399,7 +398,7 @@ IF_MATCH_CASES: dict[str, tuple[HeaderMaker, int]] = {
 
 
 @pytest.mark.parametrize("case", list(IF_MATCH_CASES.values()), ids=list(IF_MATCH_CASES))
-def test_odd_if_match(server: DevServer, case: tuple[HeaderMaker, int]) -> None:
+def test_odd_if_match(server: SynapseServer, case: tuple[HeaderMaker, int]) -> None:
     make_headers, status = case
     path, etag = _session(server, b"before")
     data = build_request("PUT", path, [TEXT, *make_headers(etag)], b"after")
@@ -434,7 +433,7 @@ IF_NONE_MATCH_CASES: dict[str, tuple[HeaderMaker, int]] = {
 
 
 @pytest.mark.parametrize("case", list(IF_NONE_MATCH_CASES.values()), ids=list(IF_NONE_MATCH_CASES))
-def test_odd_if_none_match(server: DevServer, case: tuple[HeaderMaker, int]) -> None:
+def test_odd_if_none_match(server: SynapseServer, case: tuple[HeaderMaker, int]) -> None:
     make_headers, status = case
     path, etag = _session(server, b"payload")
     resp = _answered(_send(server, build_request("GET", path, make_headers(etag))), "GET")
@@ -447,7 +446,7 @@ def test_odd_if_none_match(server: DevServer, case: tuple[HeaderMaker, int]) -> 
     ("method", "header"), [("PUT", "If-Match"), ("GET", "If-None-Match")], ids=["PUT", "GET"]
 )
 def test_huge_precondition_header_is_dropped_by_twisted(
-    server: DevServer, method: str, header: str
+    server: SynapseServer, method: str, header: str
 ) -> None:
     """A 64 KiB If-Match / If-None-Match line is longer than Twisted accepts: it closes the
     connection without an answer. The session is unchanged and the server fine."""
@@ -482,7 +481,7 @@ CONTENT_TYPES: dict[str, tuple[str, bool]] = {
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @pytest.mark.parametrize("case", list(CONTENT_TYPES.values()), ids=list(CONTENT_TYPES))
-def test_odd_content_type(server: DevServer, method: str, case: tuple[str, bool]) -> None:
+def test_odd_content_type(server: SynapseServer, method: str, case: tuple[str, bool]) -> None:
     content_type, accepted = case
     data, target = _upload(
         server, method, [("Content-Type", content_type), ("Content-Length", "4")], b"data"
@@ -502,7 +501,7 @@ def test_odd_content_type(server: DevServer, method: str, case: tuple[str, bool]
     assert got.headers_all("Content-Type") == ["text/plain"], got
 
 
-def test_multipart_create_is_refused_by_synapse(server: DevServer) -> None:
+def test_multipart_create_is_refused_by_synapse(server: SynapseServer) -> None:
     """Synapse drops every ``multipart/form-data`` POST before routing it (its guard against
     GHSA-rfq8-j7rh-8hf2): 415, empty body. A multipart PUT reaches us: 400 M_INVALID_PARAM."""
     multipart = [("Content-Type", "multipart/form-data; boundary=x"), ("Content-Length", "4")]
@@ -520,7 +519,7 @@ ODD_METHODS = ["PATCH", "FOO", "TRACE", "CONNECT", "PROPFIND", "get"]
 
 
 @pytest.mark.parametrize("method", ODD_METHODS)
-def test_unknown_methods_are_not_allowed(server: DevServer, method: str) -> None:
+def test_unknown_methods_are_not_allowed(server: SynapseServer, method: str) -> None:
     """On a session URL and on the standard create path: 405 M_UNRECOGNIZED (ours on the
     session, Synapse's servlet on the create path). On the session root: the create endpoint
     in delegation mode (405), nothing in takeover mode (404 M_UNRECOGNIZED)."""
@@ -532,7 +531,7 @@ def test_unknown_methods_are_not_allowed(server: DevServer, method: str) -> None
     assert _payload(server, path) == b"hello"
 
 
-def test_connect_authority_form_is_not_served(server: DevServer) -> None:
+def test_connect_authority_form_is_not_served(server: SynapseServer) -> None:
     """``CONNECT host:port`` (a proxy request): Twisted finds no such resource, 404."""
     ex = _send(server, build_request("CONNECT", "127.0.0.1:443"))
     assert ex.closed, ex
@@ -541,7 +540,7 @@ def test_connect_authority_form_is_not_served(server: DevServer) -> None:
     _assert_serving(server)
 
 
-def _every_path(server: DevServer) -> dict[str, str]:
+def _every_path(server: SynapseServer) -> dict[str, str]:
     path, _ = _session(server, b"seven b")
     return {
         "create": CREATE_PATH,
@@ -553,7 +552,7 @@ def _every_path(server: DevServer) -> dict[str, str]:
     }
 
 
-def test_options_on_every_path_is_a_cors_preflight(server: DevServer) -> None:
+def test_options_on_every_path_is_a_cors_preflight(server: SynapseServer) -> None:
     """Synapse's root resource answers every OPTIONS itself: 204 with the CORS headers a
     browser needs for GET/PUT with If-Match/If-None-Match."""
     for name, target in _every_path(server).items():
@@ -576,7 +575,7 @@ def test_options_on_every_path_is_a_cors_preflight(server: DevServer) -> None:
         assert {"content-type", "if-match", "if-none-match"} <= allowed, f"{name}: {resp!r}"
 
 
-def test_head_on_every_path(server: DevServer) -> None:
+def test_head_on_every_path(server: SynapseServer) -> None:
     """HEAD never carries a body. Live session: 200 with the payload's length and ETag.
     Unknown or odd id: 404. Create path: 405 (Synapse's servlet). Session root: the create
     endpoint in delegation mode (405), nothing in takeover mode (404)."""
@@ -605,7 +604,7 @@ def test_head_on_every_path(server: DevServer) -> None:
 # -- header and line sizes --------------------------------------------------------------------
 
 
-def test_thousands_of_headers_are_refused_cleanly(server: DevServer) -> None:
+def test_thousands_of_headers_are_refused_cleanly(server: SynapseServer) -> None:
     """2 000 small headers: more than Twisted accepts (500), so it answers a bare 400 and
     closes (a 431, or closing without an answer, would be fine too)."""
     headers = [(f"X-Filler-{i}", "v") for i in range(2000)]
@@ -616,7 +615,7 @@ def test_thousands_of_headers_are_refused_cleanly(server: DevServer) -> None:
     _assert_serving(server)
 
 
-def test_hundreds_of_headers_reach_the_module(server: DevServer) -> None:
+def test_hundreds_of_headers_reach_the_module(server: SynapseServer) -> None:
     """400 headers (under Twisted's limit) are passed on; our module answers as usual."""
     path, _ = _session(server, b"payload")
     headers = [(f"X-Filler-{i}", "v" * 20) for i in range(400)]
@@ -624,7 +623,7 @@ def test_hundreds_of_headers_reach_the_module(server: DevServer) -> None:
     assert (resp.status, resp.body) == (200, b"payload"), resp
 
 
-def test_overlong_request_line_is_dropped(server: DevServer) -> None:
+def test_overlong_request_line_is_dropped(server: SynapseServer) -> None:
     """A 20 KiB request line: over Twisted's line limit, the connection is closed."""
     ex = _send(server, build_request("GET", f"{SESSION_ROOT}/{'A' * 20_000}"))
     _refused_by_twisted(ex, "20 KiB request line")
@@ -634,7 +633,7 @@ def test_overlong_request_line_is_dropped(server: DevServer) -> None:
 # -- slow clients -----------------------------------------------------------------------------
 
 
-def test_slow_client_is_answered(server: DevServer) -> None:
+def test_slow_client_is_answered(server: SynapseServer) -> None:
     """A create sent a few bytes at a time over about 2 s is answered correctly."""
     data = build_request("POST", _create_target(server), [TEXT], b"slowly")
     pieces = [data[i : i + 6] for i in range(0, len(data), 6)]
@@ -652,7 +651,7 @@ def test_slow_client_is_answered(server: DevServer) -> None:
     assert _payload(server, target_of(url)) == b"slowly"
 
 
-def test_stalled_clients_do_not_block_others(server: DevServer) -> None:
+def test_stalled_clients_do_not_block_others(server: SynapseServer) -> None:
     """Two clients stall: one in the middle of its headers, one in the middle of its body.
     Meanwhile other clients' requests are answered promptly; and once the stallers give up,
     the server is fine."""
@@ -686,7 +685,7 @@ def test_stalled_clients_do_not_block_others(server: DevServer) -> None:
 # -- afterwards -------------------------------------------------------------------------------
 
 
-def test_zz_server_survived_without_panic_or_traceback(server: DevServer) -> None:
+def test_zz_server_survived_without_panic_or_traceback(server: SynapseServer) -> None:
     """Runs last in this module: Synapse still runs and serves, nothing above made the Rust
     core panic or our Python glue raise, and no rendezvous request was answered 5xx."""
     assert server.running

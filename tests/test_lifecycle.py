@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from http_client import create_session, delete, get, put
+from support.http_client import create_session, delete, get, put
 
 if TYPE_CHECKING:
     from conftest import ServerFactory, ServerVariant
 
-    from synapse_rendezvous.devserver import DevServer, Mode
+    from devtools.synapse import Mode, SynapseServer
 
 #: Measured with mode "builtin" on matrix-synapse 1.163.2: after SIGTERM Synapse runs its
 #: shutdown hooks and exits with code 0 within about 0.1 s (subprocess reports 0, not -15).
@@ -19,7 +19,7 @@ CLEAN_EXIT_CODES = (0, -15)
 STOP_WITHIN_S = 5.0
 
 
-def _some_traffic(server: DevServer) -> None:
+def _some_traffic(server: SynapseServer) -> None:
     url, created = create_session(server, b"hello")
     etag = created.header("ETag")
     assert etag is not None

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import (
+from support.http_client import (
     Response,
     create_session,
     delete,
@@ -30,6 +30,7 @@ from http_client import (
     put,
     session_url,
 )
+from support.http_client import etag as _etag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 
     from conftest import RedisFactory, ServerFactory
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.redis import RedisServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("needs_module")]
 
@@ -60,12 +61,6 @@ WAITING_REQUESTS = 40
 OTHER_ANSWER_WITHIN_S = 0.5
 
 
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
-
-
 def _config(redis: RedisServer) -> dict[str, object]:
     return {"store": "redis", "redis": {"url": redis.url, "timeout": REDIS_TIMEOUT}}
 
@@ -84,7 +79,7 @@ def _assert_unavailable(resp: Response, elapsed: float, what: str) -> None:
     assert elapsed < ANSWER_WITHIN_S, f"{what}: answered after {elapsed:.2f} s"
 
 
-def _every_request_is_503(server: DevServer, url: str, etag: str) -> None:
+def _every_request_is_503(server: SynapseServer, url: str, etag: str) -> None:
     """Each kind of rendezvous request, on a known session and on a new one."""
     calls: dict[str, Callable[[], Response]] = {
         "GET": lambda: get(server, url),
@@ -99,14 +94,14 @@ def _every_request_is_503(server: DevServer, url: str, etag: str) -> None:
         _assert_unavailable(resp, elapsed, what)
 
 
-def _synapse_still_serves(server: DevServer) -> None:
+def _synapse_still_serves(server: SynapseServer) -> None:
     assert server.running
     resp = get(server, "/_matrix/client/versions")
     assert resp.status == 200, resp
 
 
 def _wait_for_service(
-    server: DevServer, max_failures: int | None = MAX_503_WHILE_RECOVERING
+    server: SynapseServer, max_failures: int | None = MAX_503_WHILE_RECOVERING
 ) -> tuple[str, Response, list[Response]]:
     """Create sessions until one succeeds (within `RECOVER_WITHIN_S`, after at most
     ``max_failures`` attempts); every failed attempt must be a quick 503. Returns the session
@@ -131,7 +126,7 @@ def _wait_for_service(
         time.sleep(0.1)
 
 
-def _full_exchange(server: DevServer, url: str, created: Response) -> None:
+def _full_exchange(server: SynapseServer, url: str, created: Response) -> None:
     assert get(server, url).status == 200
     written = put(server, url, b"answer", etag=_etag(created))
     assert written.status == 202, written
@@ -147,7 +142,9 @@ def shared_redis(redis_factory: RedisFactory) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def shared_synapse(server_factory: ServerFactory, shared_redis: RedisServer) -> Iterator[DevServer]:
+def shared_synapse(
+    server_factory: ServerFactory, shared_redis: RedisServer
+) -> Iterator[SynapseServer]:
     """One Synapse for the outages it must live through, without a restart."""
     with _synapse(server_factory, shared_redis) as server:
         yield server
@@ -165,7 +162,7 @@ def redis(shared_redis: RedisServer) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def server(shared_synapse: DevServer, redis: RedisServer) -> DevServer:
+def server(shared_synapse: SynapseServer, redis: RedisServer) -> SynapseServer:
     """The module's Synapse, serving rendezvous requests again."""
     assert shared_synapse.running, "the shared Synapse has exited"
     _wait_for_service(shared_synapse, max_failures=None)
@@ -180,12 +177,12 @@ def _revive(redis: RedisServer) -> None:
 
 def _synapse(
     server_factory: ServerFactory, redis: RedisServer
-) -> AbstractContextManager[DevServer]:
+) -> AbstractContextManager[SynapseServer]:
     return server_factory("takeover", _config(redis))
 
 
 def test_redis_stopped_mid_exchange_gives_503_then_service_resumes(
-    server: DevServer, redis: RedisServer
+    server: SynapseServer, redis: RedisServer
 ) -> None:
     pid = server.pid
     url, created = create_session(server, b"offer")
@@ -205,7 +202,9 @@ def test_redis_stopped_mid_exchange_gives_503_then_service_resumes(
     _synapse_still_serves(server)
 
 
-def test_first_request_after_redis_restart_succeeds(server: DevServer, redis: RedisServer) -> None:
+def test_first_request_after_redis_restart_succeeds(
+    server: SynapseServer, redis: RedisServer
+) -> None:
     """Connections left over from before the restart are not used to answer a request."""
     # Fill the pool with a few connections.
     for _ in range(3):
@@ -216,7 +215,7 @@ def test_first_request_after_redis_restart_succeeds(server: DevServer, redis: Re
     assert resp.status == 201, resp
 
 
-def test_redis_killed_then_back_resumes_service(server: DevServer, redis: RedisServer) -> None:
+def test_redis_killed_then_back_resumes_service(server: SynapseServer, redis: RedisServer) -> None:
     url, created = create_session(server, b"offer")
     redis.kill()
     _every_request_is_503(server, url, _etag(created))
@@ -225,7 +224,7 @@ def test_redis_killed_then_back_resumes_service(server: DevServer, redis: RedisS
     _full_exchange(server, new_url, new_created)
 
 
-def test_hung_redis_gives_503_within_the_timeout(server: DevServer, redis: RedisServer) -> None:
+def test_hung_redis_gives_503_within_the_timeout(server: SynapseServer, redis: RedisServer) -> None:
     """A Redis that accepts connections but never answers (SIGSTOP)."""
     url, created = create_session(server, b"offer")
     redis.pause()
@@ -243,7 +242,7 @@ def test_hung_redis_gives_503_within_the_timeout(server: DevServer, redis: Redis
 
 
 def test_concurrent_requests_to_a_hung_redis_all_get_503(
-    server: DevServer, redis: RedisServer
+    server: SynapseServer, redis: RedisServer
 ) -> None:
     """More requests at once than the pool has connections: none waits past the timeout."""
     url, _ = create_session(server, b"offer")
@@ -326,7 +325,7 @@ def _swallow(call: Callable[[], object]) -> None:
 
 
 def test_other_synapse_responses_are_not_delayed_while_requests_wait_for_redis(
-    server: DevServer, redis: RedisServer
+    server: SynapseServer, redis: RedisServer
 ) -> None:
     url, _ = create_session(server, b"offer")
     redis.pause()

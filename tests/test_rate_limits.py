@@ -17,7 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from raw_http import (
+from support.http_client import etag as _etag
+from support.raw_http import (
     RawResponse,
     build_request,
     create,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from conftest import ServerFactory, ServerVariant
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 #: Never limited on `limited_server`.
 EXEMPT_IP = "127.0.0.3"
@@ -82,7 +83,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def limited_server(variant: ServerVariant, server_factory: ServerFactory) -> Iterator[DevServer]:
+def limited_server(
+    variant: ServerVariant, server_factory: ServerFactory
+) -> Iterator[SynapseServer]:
     """A server with the module's default limits and `EXEMPT_IP` exempt."""
     _skip_builtin(variant)
     with server_factory(variant, DEFAULT_LIMITS) as srv:
@@ -90,7 +93,7 @@ def limited_server(variant: ServerVariant, server_factory: ServerFactory) -> Ite
 
 
 @pytest.fixture(scope="module")
-def small_server(variant: ServerVariant, server_factory: ServerFactory) -> Iterator[DevServer]:
+def small_server(variant: ServerVariant, server_factory: ServerFactory) -> Iterator[SynapseServer]:
     """A server with `CAPACITY` and `MAX_SESSIONS_PER_IP` small enough to reach."""
     _skip_builtin(variant)
     with server_factory(variant, SMALL_LIMITS) as srv:
@@ -98,12 +101,6 @@ def small_server(variant: ServerVariant, server_factory: ServerFactory) -> Itera
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _etag(resp: RawResponse) -> str:
-    etag = resp.header("ETag")
-    assert etag, f"no ETag in {resp!r}"
-    return etag
 
 
 def _assert_limited(resp: RawResponse) -> None:
@@ -131,7 +128,7 @@ def _pipelined_gets(url: str, count: int) -> list[bytes]:
     return [build_request("GET", target, close=i == count - 1) for i in range(count)]
 
 
-def _delete_all(server: DevServer, urls: list[str]) -> None:
+def _delete_all(server: SynapseServer, urls: list[str]) -> None:
     for url in urls:
         resp = request(server, "DELETE", url, source=EXEMPT_IP)
         assert resp.status in (204, 404), resp
@@ -141,7 +138,7 @@ def _delete_all(server: DevServer, urls: list[str]) -> None:
 
 
 @pytest.mark.homeserver
-def test_source_address_is_the_client_ip(limited_server: DevServer) -> None:
+def test_source_address_is_the_client_ip(limited_server: SynapseServer) -> None:
     """The premise of this module: Synapse sees a socket bound to 127.0.0.2 as 127.0.0.2."""
     url = create_url(limited_server, source="127.0.0.2")
     target = target_of(url)
@@ -161,7 +158,7 @@ def test_source_address_is_the_client_ip(limited_server: DevServer) -> None:
 
 
 def test_create_flood_is_limited_while_another_clients_exchange_completes(
-    limited_server: DevServer,
+    limited_server: SynapseServer,
 ) -> None:
     """127.0.0.2 floods creates: past the burst it gets 429 M_LIMIT_EXCEEDED with
     ``retry_after_ms``, ``Retry-After`` and CORS headers. Meanwhile 127.0.0.4, whose session
@@ -225,7 +222,8 @@ def test_create_flood_is_limited_while_another_clients_exchange_completes(
     assert create(srv, source=flooder).status == 429
 
 
-def test_honest_polling_is_never_limited(limited_server: DevServer) -> None:
+@pytest.mark.slow
+def test_honest_polling_is_never_limited(limited_server: SynapseServer) -> None:
     """Two devices behind one address poll once a second with If-None-Match, as
     matrix-js-sdk and matrix-rust-sdk do, and write five times: never a 429."""
     ip, srv, rounds = "127.0.0.5", limited_server, 7
@@ -265,7 +263,7 @@ def test_honest_polling_is_never_limited(limited_server: DevServer) -> None:
     assert seen["a"] == seen["b"]
 
 
-def test_exempt_address_is_never_limited(limited_server: DevServer) -> None:
+def test_exempt_address_is_never_limited(limited_server: SynapseServer) -> None:
     """``exempt: [127.0.0.3]``: more creates than the burst and the per-client cap, and more
     session requests than the session burst, all answered; the same burst of session
     requests from a non-exempt address is limited (so the load really exceeds the limits)."""
@@ -292,7 +290,7 @@ def test_exempt_address_is_never_limited(limited_server: DevServer) -> None:
         _delete_all(srv, urls)
 
 
-def test_max_sessions_per_ip(small_server: DevServer) -> None:
+def test_max_sessions_per_ip(small_server: SynapseServer) -> None:
     """``max_sessions_per_ip: 3``: the 4th live session of one address is 429 while another
     address can still create; a DELETE frees a slot."""
     srv, ip, other = small_server, "127.0.0.2", "127.0.0.4"
@@ -312,7 +310,7 @@ def test_max_sessions_per_ip(small_server: DevServer) -> None:
         _delete_all(srv, urls)
 
 
-def test_capacity_flood_never_evicts_live_sessions(small_server: DevServer) -> None:
+def test_capacity_flood_never_evicts_live_sessions(small_server: SynapseServer) -> None:
     """``capacity: 20``, filled by 20 addresses (one create each, within their own limits):
     the next creates get 429 M_LIMIT_EXCEEDED, and every one of the 20 sessions is still
     readable with its own payload (Synapse's built-in would have evicted the oldest). A

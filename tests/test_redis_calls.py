@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, delete, get, put
+from support.http_client import create_session, delete, get, put
 
 if TYPE_CHECKING:
     from collections.abc import Callable

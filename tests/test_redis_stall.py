@@ -17,8 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, delete, get, put
-from raw_http import build_request, connect, target_of
+from support.http_client import create_session, delete, get, put
+from support.raw_http import build_request, connect, target_of
 
 if TYPE_CHECKING:
     import socket
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from conftest import RedisFactory, ServerFactory
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.redis import RedisServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.usefixtures("needs_module")]
 
@@ -44,7 +44,7 @@ STOP_WITHIN_S = 5.0
 @pytest.fixture
 def stalled_setup(
     server_factory: ServerFactory, redis_factory: RedisFactory
-) -> Iterator[tuple[DevServer, RedisServer]]:
+) -> Iterator[tuple[SynapseServer, RedisServer]]:
     with redis_factory() as redis:
         config = {"store": "redis", "redis": {"url": redis.url, "timeout": "1s"}}
         with server_factory("takeover", config) as server:
@@ -110,7 +110,7 @@ def _read_status(sock: socket.socket, deadline: float) -> int | None:
 
 
 def _send_all(
-    server: DevServer, requests: list[bytes], give_up_after: float
+    server: SynapseServer, requests: list[bytes], give_up_after: float
 ) -> list[tuple[int | None, float]]:
     """Sends each request on a connection of its own, opened first, all at once; returns
     each status (None when unanswered) and the seconds from the end of its sending."""
@@ -140,7 +140,7 @@ def _send_all(
 
 
 def test_stalled_redis_under_load_stays_bounded_and_recovers(
-    stalled_setup: tuple[DevServer, RedisServer],
+    stalled_setup: tuple[SynapseServer, RedisServer],
 ) -> None:
     server, redis = stalled_setup
     pid = server.pid

@@ -1,7 +1,7 @@
 """Restarting Synapse in the middle of a rendezvous.
 
 With the Redis store, and with the memory store given a ``snapshot_path``, a session survives
-a clean restart (SIGTERM, then start again on the same port: `DevServer.restart`) with the same
+a clean restart (SIGTERM, then start again on the same port: `SynapseServer.restart`) with the same
 ETag, dates and data, and the exchange simply continues. With the memory store and no
 snapshot (the default), a restart ends every session. A corrupt snapshot is logged and
 ignored: it never stops Synapse from starting.
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import Response, create_session, errcode, get, put
+from support.http_client import create_session, errcode, get, put
+from support.http_client import etag as _etag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -21,18 +22,12 @@ if TYPE_CHECKING:
 
     from conftest import ServerFactory
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = pytest.mark.usefixtures("needs_module")
 
 #: Sessions created before the restart; the last one is written to after it, by one test.
 SESSIONS = 3
-
-
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
 
 
 @dataclass(frozen=True)
@@ -48,14 +43,14 @@ class Before:
 
 @dataclass(frozen=True)
 class Restarted:
-    server: DevServer
+    server: SynapseServer
     sessions: list[Before]
     snapshot: Path | None
     #: Whether the snapshot file existed right after the restart.
     snapshot_left_after_start: bool
 
 
-def _exchange_then_restart(server: DevServer, snapshot: Path | None) -> Restarted:
+def _exchange_then_restart(server: SynapseServer, snapshot: Path | None) -> Restarted:
     """Create sessions, write each one as the peer would, restart, and keep their state."""
     sessions: list[Before] = []
     for i in range(SESSIONS):

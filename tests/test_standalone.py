@@ -28,13 +28,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import (
+from support.http_client import (
     CREATE_PATH,
     SESSION_PREFIX,
     Response,
@@ -48,31 +47,26 @@ from http_client import (
     session_id,
     session_url,
 )
-from raw_http import build_request, connect, read_until_close
-from raw_http import create as raw_create
-from standalone import BINARY_ENV, BINARY_NAME, StandaloneServer, binary
+from support.http_client import etag as _etag
+from support.raw_http import build_request, connect, read_until_close
+from support.raw_http import create as raw_create
 
-from synapse_rendezvous.devserver import free_port
+from devtools.standalone import BINARY_ENV, BINARY_NAME, StandaloneServer, binary
+from devtools.synapse import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from conftest import RedisFactory, ServerFactory
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import DevServer, Mode
+    from devtools.redis import RedisServer
+    from devtools.synapse import Mode, SynapseServer
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NO_LIMITS: Mapping[str, object] = {"rate_limit": {"enabled": False}}
 TEXT = [("Content-Type", "text/plain")]
 
 _prefixes = itertools.count()
-
-
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
 
 
 def _shared(redis: RedisServer, **extra: object) -> dict[str, object]:
@@ -119,7 +113,7 @@ def test_a_whole_exchange_through_synapses_307(
             _exchange(url, created)
 
 
-def request_create(server: DevServer, body: bytes) -> Response:
+def request_create(server: SynapseServer, body: bytes) -> Response:
     return request(server, "POST", CREATE_PATH, body=body, headers=TEXT)
 
 
@@ -500,9 +494,9 @@ def _documented_metrics(page: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def _scrape(port: int) -> dict[str, set[frozenset[str]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode()
+    resp = get(f"http://127.0.0.1:{port}/", "metrics")
+    assert (resp.header("Content-Type") or "").startswith("text/plain; version=0.0.4"), resp
+    text = resp.body.decode()
     scraped: dict[str, set[frozenset[str]]] = {}
     for line in text.splitlines():
         match = re.match(r"^(\w+)(?:\{(.*)\})? \S+$", line)
@@ -513,6 +507,7 @@ def _scrape(port: int) -> dict[str, set[frozenset[str]]]:
     return scraped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def test_metrics_are_the_modules_without_server_name(
     store: str, request: pytest.FixtureRequest
@@ -549,8 +544,8 @@ def test_metrics_are_the_modules_without_server_name(
         assert set(scraped) == set(expected), set(scraped) ^ set(expected)
         for name, label_sets in scraped.items():
             assert label_sets == {expected[name]}, (name, label_sets)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-            assert resp.status == 200
+        health = get(f"http://127.0.0.1:{port}/", "health")
+        assert health.status == 200, health
 
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
@@ -639,10 +634,8 @@ def test_redis_outage_gives_quick_503_then_service_resumes(redis_factory: RedisF
                 assert errcode(resp) == "M_UNKNOWN", resp
                 assert resp.header("Retry-After") == "1", resp
                 assert time.monotonic() - started < 2.0
-            with pytest.raises(urllib.error.HTTPError) as unhealthy:
-                urllib.request.urlopen(f"{server.base_url}health", timeout=5).close()
-            assert unhealthy.value.code == 503
-            unhealthy.value.close()
+            unhealthy = get(server, "health")
+            assert unhealthy.status == 503, unhealthy
             redis.start()
             deadline = time.monotonic() + 10
             while post_create(server, b"after").status != 201:
@@ -653,6 +646,7 @@ def test_redis_outage_gives_quick_503_then_service_resumes(redis_factory: RedisF
 # -- distribution -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_the_wheel_installs_the_command_without_rust(tmp_path: Path) -> None:
     """``rust/server`` is also a Python package (maturin's ``bin`` bindings): its wheel,

@@ -25,13 +25,12 @@ from __future__ import annotations
 import re
 import socket
 import time
-import urllib.request
 from typing import TYPE_CHECKING, cast
 
 import pytest
 import test_hostile_input as suite
-from raw_http import SESSION_ROOT, build_request, connect, read_until_close
-from standalone import StandaloneServer
+from support.http_client import SESSION_ROOT, get
+from support.raw_http import build_request, connect, read_until_close
 
 # The requests of the hostile suite whose expected answers hold here unchanged. Imported by
 # name, pytest collects and runs them in this module, with this module's `server` fixture.
@@ -59,13 +58,14 @@ from test_hostile_input import (  # noqa: F401
     test_unknown_methods_are_not_allowed,
 )
 
-from synapse_rendezvous.devserver import free_port
+from devtools.standalone import StandaloneServer
+from devtools.synapse import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.redis import RedisServer
+    from devtools.synapse import SynapseServer
 
 #: The ``request_timeout`` of `impatient`, short so that the tests of it stay short.
 REQUEST_TIMEOUT_S = 1.5
@@ -94,14 +94,13 @@ class _Served:
         return self.server.log_text()
 
     def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text: str = resp.read().decode()
-        return text
+        resp = get(f"http://127.0.0.1:{self.metrics_port}/", "metrics")
+        assert resp.status == 200, resp
+        return resp.body.decode()
 
 
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def server(request: pytest.FixtureRequest) -> Iterator[DevServer]:
+def server(request: pytest.FixtureRequest) -> Iterator[SynapseServer]:
     config: dict[str, object] = {"rate_limit": {"enabled": False}}
     if request.param == "redis":
         # The session's redis-server, started only when a redis case runs.
@@ -111,20 +110,20 @@ def server(request: pytest.FixtureRequest) -> Iterator[DevServer]:
     server = StandaloneServer(config, server_config={"metrics_listen": f"127.0.0.1:{metrics_port}"})
     try:
         server.start()
-        # The suite's helpers and tests take a DevServer: they use the part _Served has.
-        yield cast("DevServer", _Served(server, metrics_port))
+        # The suite's helpers and tests take a SynapseServer: they use the part _Served has.
+        yield cast("SynapseServer", _Served(server, metrics_port))
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="module")
-def impatient() -> Iterator[DevServer]:
+def impatient() -> Iterator[SynapseServer]:
     """A server with a short ``request_timeout``."""
     with StandaloneServer(
         {"rate_limit": {"enabled": False}},
         server_config={"request_timeout": f"{int(REQUEST_TIMEOUT_S * 1000)}ms"},
     ) as server:
-        yield cast("DevServer", server)
+        yield cast("SynapseServer", server)
 
 
 # -- the suite's requests, with the standalone server's answers -------------------------------
@@ -134,7 +133,7 @@ def impatient() -> Iterator[DevServer]:
 @pytest.mark.parametrize(
     "lengths", list(suite.MALFORMED_LENGTHS.values()), ids=list(suite.MALFORMED_LENGTHS)
 )
-def test_malformed_content_length(server: DevServer, method: str, lengths: list[str]) -> None:
+def test_malformed_content_length(server: SynapseServer, method: str, lengths: list[str]) -> None:
     """hyper refuses every malformed length (bare 400, closed); repeated identical lengths
     are one length, and the upload goes through."""
     headers = [suite.TEXT, *(("Content-Length", value) for value in lengths)]
@@ -151,7 +150,7 @@ def test_malformed_content_length(server: DevServer, method: str, lengths: list[
 
 @pytest.mark.parametrize("method", suite.SESSION_METHODS)
 @pytest.mark.parametrize("case", list(suite.ODD_IDS.values()), ids=list(suite.ODD_IDS))
-def test_odd_ids(server: DevServer, method: str, case: tuple[bytes, int, str | None]) -> None:
+def test_odd_ids(server: SynapseServer, method: str, case: tuple[bytes, int, str | None]) -> None:
     """As in the suite, except that raw bytes the HTTP parser lets through reach the core as
     an id it never issued: 404, or hyper's bare 400 for bytes it refuses."""
     segment, status, errcode = case
@@ -169,7 +168,7 @@ def test_odd_ids(server: DevServer, method: str, case: tuple[bytes, int, str | N
 @pytest.mark.parametrize(
     ("method", "header"), [("PUT", "If-Match"), ("GET", "If-None-Match")], ids=["PUT", "GET"]
 )
-def test_huge_precondition_header_is_431(server: DevServer, method: str, header: str) -> None:
+def test_huge_precondition_header_is_431(server: SynapseServer, method: str, header: str) -> None:
     """A 64 KiB header line is over ``max_header_bytes``: 431, closed; nothing changed."""
     path, _ = suite._session(server, b"payload")
     body = b"after" if method == "PUT" else None
@@ -183,7 +182,7 @@ def test_huge_precondition_header_is_431(server: DevServer, method: str, header:
     suite._assert_serving(server)
 
 
-def test_multipart_create_is_invalid_content_type(server: DevServer) -> None:
+def test_multipart_create_is_invalid_content_type(server: SynapseServer) -> None:
     """No Synapse guard in front: the core refuses a multipart create like any type that is
     not text/plain."""
     multipart = [("Content-Type", "multipart/form-data; boundary=x"), ("Content-Length", "4")]
@@ -193,7 +192,7 @@ def test_multipart_create_is_invalid_content_type(server: DevServer) -> None:
         suite._assert_error(resp, 400, "M_INVALID_PARAM", f"{method} multipart")
 
 
-def test_more_than_100_header_lines_are_431(server: DevServer) -> None:
+def test_more_than_100_header_lines_are_431(server: SynapseServer) -> None:
     """At most 100 header lines reach the core; 400 lines are refused with 431, and 90 go
     through."""
     path, _ = suite._session(server, b"payload")
@@ -206,7 +205,7 @@ def test_more_than_100_header_lines_are_431(server: DevServer) -> None:
     assert (resp.status, resp.body) == (200, b"payload"), resp
 
 
-def test_overlong_request_line_is_refused(server: DevServer) -> None:
+def test_overlong_request_line_is_refused(server: SynapseServer) -> None:
     """A 20 KiB request line is over ``max_header_bytes``: refused (431) and closed."""
     ex = suite._send(server, build_request("GET", f"{SESSION_ROOT}/{'A' * 20_000}"))
     assert ex.closed, ex
@@ -218,7 +217,7 @@ def test_overlong_request_line_is_refused(server: DevServer) -> None:
 # -- the server's own bounds ------------------------------------------------------------------
 
 
-def test_headers_that_never_end_are_dropped(impatient: DevServer) -> None:
+def test_headers_that_never_end_are_dropped(impatient: SynapseServer) -> None:
     """Slowloris: a request whose headers trickle in is closed ``request_timeout`` after it
     started, answered or not; the server serves others meanwhile."""
     with connect(impatient, timeout=REQUEST_TIMEOUT_S * 4) as sock:
@@ -247,7 +246,7 @@ def test_headers_that_never_end_are_dropped(impatient: DevServer) -> None:
     assert REQUEST_TIMEOUT_S * 0.8 <= elapsed <= REQUEST_TIMEOUT_S * 3, elapsed
 
 
-def test_idle_connections_are_closed(impatient: DevServer) -> None:
+def test_idle_connections_are_closed(impatient: SynapseServer) -> None:
     """A kept-alive connection with no next request closes after ``request_timeout``."""
     path, _ = suite._session(impatient, b"payload")
     with connect(impatient, timeout=REQUEST_TIMEOUT_S * 4) as sock:
@@ -260,7 +259,7 @@ def test_idle_connections_are_closed(impatient: DevServer) -> None:
     assert REQUEST_TIMEOUT_S * 0.8 <= elapsed <= REQUEST_TIMEOUT_S * 3, elapsed
 
 
-def test_body_that_never_arrives_is_dropped(impatient: DevServer) -> None:
+def test_body_that_never_arrives_is_dropped(impatient: SynapseServer) -> None:
     """A write whose body stops halfway is dropped unanswered after ``request_timeout``, and
     changes nothing."""
     path, etag = suite._session(impatient, b"payload")
@@ -318,7 +317,7 @@ def test_header_block_bound_is_configurable() -> None:
 _FIVE_XX = re.compile(r'^synapse_rendezvous_responses_total\{method="\w+",status="5\d\d"\} (\d+)')
 
 
-def test_zz_server_survived_without_panic_or_5xx(server: DevServer) -> None:
+def test_zz_server_survived_without_panic_or_5xx(server: SynapseServer) -> None:
     """Runs last in this module: the server still runs and serves, nothing above made the
     core panic, and its counters show no rendezvous request answered 5xx."""
     assert server.running

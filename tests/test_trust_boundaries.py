@@ -14,15 +14,16 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from raw_http import CREATE_PATH, SESSION_ROOT, RawResponse, create, request
+from support.http_client import CREATE_PATH, SESSION_ROOT
 from support.proxy import ReverseProxy
+from support.raw_http import RawResponse, create, request
 
-from synapse_rendezvous.devserver import DevServer, SynapseStartError, free_port
+from devtools.synapse import SynapseServer, SynapseStartError, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from synapse_rendezvous.devserver import Mode
+    from devtools.synapse import Mode
 
 pytestmark = pytest.mark.usefixtures("needs_module")
 
@@ -31,8 +32,8 @@ UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 TIGHT = {"create": {"per_second": 0.001, "burst": 2}}
 
 
-class ListenersServer(DevServer):
-    """A `DevServer` whose client listener may have ``x_forwarded``, beside a federation-only
+class ListenersServer(SynapseServer):
+    """A `SynapseServer` whose client listener may have ``x_forwarded``, beside a federation-only
     and a replication-only listener."""
 
     def __init__(
@@ -61,8 +62,8 @@ class ListenersServer(DevServer):
 
 
 @pytest.fixture
-def start() -> Iterator[list[DevServer]]:
-    started: list[DevServer] = []
+def start() -> Iterator[list[SynapseServer]]:
+    started: list[SynapseServer] = []
     try:
         yield started
     finally:
@@ -71,7 +72,7 @@ def start() -> Iterator[list[DevServer]]:
 
 
 def _run(
-    started: list[DevServer],
+    started: list[SynapseServer],
     config: Mapping[str, object],
     *,
     mode: Mode = "takeover",
@@ -90,7 +91,7 @@ TEXT = ("Content-Type", "text/plain")
 
 
 def _create(
-    server: DevServer | ReverseProxy,
+    server: SynapseServer | ReverseProxy,
     forwarded_for: str | None = None,
     source: str | None = None,
 ) -> RawResponse:
@@ -99,7 +100,7 @@ def _create(
 
 
 def _creates(
-    server: DevServer | ReverseProxy,
+    server: SynapseServer | ReverseProxy,
     n: int,
     forwarded_for: str | None = None,
     source: str | None = None,
@@ -107,7 +108,7 @@ def _creates(
     return [_create(server, forwarded_for, source).status for _ in range(n)]
 
 
-def _warnings(server: DevServer) -> list[str]:
+def _warnings(server: SynapseServer) -> list[str]:
     return [
         record.message
         for record in server.log_records()
@@ -119,7 +120,7 @@ def _warnings(server: DevServer) -> list[str]:
 
 
 def test_without_trusted_proxies_a_client_can_name_itself_and_the_module_says_so(
-    start: list[DevServer],
+    start: list[SynapseServer],
 ) -> None:
     """Synapse's own behaviour, kept when ``trusted_proxies`` is unset: on an ``x_forwarded``
     listener the first X-Forwarded-For value is the client. Two WARNINGs say what that
@@ -133,7 +134,7 @@ def test_without_trusted_proxies_a_client_can_name_itself_and_the_module_says_so
 
 
 def test_a_peer_that_is_not_a_trusted_proxy_is_the_client_whatever_it_claims(
-    start: list[DevServer],
+    start: list[SynapseServer],
 ) -> None:
     config = {"rate_limit": {**TIGHT, "exempt": ["10.0.0.0/8"], "trusted_proxies": ["127.0.0.1"]}}
     server = _run(start, config, x_forwarded=True)
@@ -144,7 +145,7 @@ def test_a_peer_that_is_not_a_trusted_proxy_is_the_client_whatever_it_claims(
     assert not any("trusted_proxies" in w for w in _warnings(server))
 
 
-def test_behind_a_trusted_proxy_each_client_counts_as_itself(start: list[DevServer]) -> None:
+def test_behind_a_trusted_proxy_each_client_counts_as_itself(start: list[SynapseServer]) -> None:
     """Through a real proxy that appends (as ``option forwardfor`` does): a forged entry on
     the left is not believed, and clients behind one proxy keep separate budgets."""
     config = {"rate_limit": {**TIGHT, "exempt": ["10.0.0.0/8"], "trusted_proxies": ["127.0.0.1"]}}
@@ -156,7 +157,7 @@ def test_behind_a_trusted_proxy_each_client_counts_as_itself(start: list[DevServ
 
 
 def test_without_trusted_proxies_every_client_behind_a_proxy_is_the_proxy(
-    start: list[DevServer],
+    start: list[SynapseServer],
 ) -> None:
     """The other face of the same fault, documented: one client's creates use up the budget
     of everyone behind the same proxy (hence ``trusted_proxies``)."""
@@ -169,14 +170,14 @@ def test_without_trusted_proxies_every_client_behind_a_proxy_is_the_proxy(
 # -- fair capacity ------------------------------------------------------------------------------
 
 
-def test_one_slash_48_cannot_fill_the_capacity(start: list[DevServer]) -> None:
+def test_one_slash_48_cannot_fill_the_capacity(start: list[SynapseServer]) -> None:
     """Many /64s of one /48, named by a trusted proxy (the test plays it), stop at a little
     over half of ``capacity``; a client from another /48 still creates, and with
     ``fair_share: false`` the flood fills the store."""
     limits = {"create": {"per_second": 1, "burst": 100}, "trusted_proxies": ["127.0.0.1"]}
     fair = _run(start, {"capacity": 20, "rate_limit": limits})
 
-    def flood(server: DevServer) -> int:
+    def flood(server: SynapseServer) -> int:
         statuses = [_create(server, f"2001:db8:1:{n:x}::1").status for n in range(20)]
         assert set(statuses) <= {201, 429}, statuses
         return statuses.count(201)
@@ -196,7 +197,7 @@ def _on_port(port: int, method: str, target: str, **kwargs: object) -> RawRespon
 
 
 @pytest.mark.parametrize("mode", ["takeover", "delegation"])
-def test_only_client_listeners_serve_the_api(start: list[DevServer], mode: Mode) -> None:
+def test_only_client_listeners_serve_the_api(start: list[SynapseServer], mode: Mode) -> None:
     server = _run(start, {"rate_limit": {"enabled": False}}, mode=mode)
     created = create(server)
     assert created.status == 201, created
@@ -239,7 +240,7 @@ def test_synapse_stops_when_its_handler_is_no_longer_ours(
         encoding="utf-8",
     )
 
-    class Replaced(DevServer):
+    class Replaced(SynapseServer):
         def module_entries(self) -> list[dict[str, object]]:
             return [*super().module_entries(), {"module": "handler_replacer.HandlerReplacer"}]
 

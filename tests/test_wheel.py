@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from http_client import create_session, delete, get, put
+from support.http_client import create_session, delete, get, put
 
-from synapse_rendezvous.devserver import DevServer
+from devtools.synapse import SynapseServer
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,9 @@ def test_the_wheel_is_abi3_manylinux_and_links_only_libc(wheel: Path) -> None:
         names = archive.namelist()
     assert "synapse_rendezvous/_core.abi3.so" in names
     assert "synapse_rendezvous/py.typed" in names
+    # The dev tools (devtools/, tests/support/) stay out of what admins install.
+    top = {name.split("/", 1)[0] for name in names}
+    assert {"devtools", "tests", "bench"}.isdisjoint(top), sorted(top)
 
 
 def test_the_installed_wheel_serves_an_exchange_in_synapse(venv: Path) -> None:
@@ -89,7 +92,7 @@ def test_the_installed_wheel_serves_an_exchange_in_synapse(venv: Path) -> None:
     ).stdout
     assert "ssl" not in libraries, libraries
     assert "crypto" not in libraries, libraries
-    with DevServer(mode="takeover", module_config={}, python=python) as server:
+    with SynapseServer(mode="takeover", module_config={}, python=python) as server:
         url, created = create_session(server, b"offer")
         assert get(server, url).body == b"offer"
         written = put(server, url, b"answer", etag=created.header("ETag") or "")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import (
+from support.http_client import (
     CREATE_PATH,
     SESSION_PREFIX,
     Response,
@@ -29,14 +29,15 @@ from http_client import (
     session_id,
     session_url,
 )
+from support.http_client import etag as _etag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from conftest import DeploymentFactory, RedisFactory
-    from deployment import Deployment
+    from support.deployment import Deployment
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 pytestmark = [
     pytest.mark.workers,
@@ -45,18 +46,12 @@ pytestmark = [
 ]
 
 
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
-
-
-def _url_on(process: DevServer, url: str) -> str:
+def _url_on(process: SynapseServer, url: str) -> str:
     """The URL of the session of ``url`` on ``process`` (its own listener)."""
     return session_url(process, session_id(url))
 
 
-def _create_on(process: DevServer, body: bytes) -> Response:
+def _create_on(process: SynapseServer, body: bytes) -> Response:
     """Create a session with a POST to the session path of ``process`` (delegation mode)."""
     return request(
         process,

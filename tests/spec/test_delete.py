@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import create_session, delete, errcode, get, head, put
+from support.http_client import create_session, delete, errcode, get, head, put
 
 if TYPE_CHECKING:
-    from http_client import Response
+    from support.http_client import Response
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 
-def test_delete_answers_204_with_empty_body(server: DevServer) -> None:
+def test_delete_answers_204_with_empty_body(server: SynapseServer) -> None:
     url, _ = create_session(server)
     resp = delete(server, url)
     assert resp.status == 204, resp
     assert resp.body == b""
 
 
-def test_delete_answers_with_cors_origin_and_content_length_0(server: DevServer) -> None:
+def test_delete_answers_with_cors_origin_and_content_length_0(server: SynapseServer) -> None:
     url, _ = create_session(server)
     resp = delete(server, url)
     assert resp.status == 204, resp
@@ -28,7 +28,7 @@ def test_delete_answers_with_cors_origin_and_content_length_0(server: DevServer)
     assert resp.headers_all("Content-Length") == ["0"]
 
 
-def _after_delete(server: DevServer, method: str, url: str) -> Response:
+def _after_delete(server: SynapseServer, method: str, url: str) -> Response:
     if method == "GET":
         return get(server, url)
     if method == "HEAD":
@@ -39,7 +39,7 @@ def _after_delete(server: DevServer, method: str, url: str) -> Response:
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
-def test_deleted_session_is_404_on_every_method(server: DevServer, method: str) -> None:
+def test_deleted_session_is_404_on_every_method(server: SynapseServer, method: str) -> None:
     url, _ = create_session(server)
     assert delete(server, url).status == 204
     resp = _after_delete(server, method, url)
@@ -48,7 +48,8 @@ def test_deleted_session_is_404_on_every_method(server: DevServer, method: str) 
         assert errcode(resp) == "M_NOT_FOUND", resp
 
 
-def test_deleted_session_is_404_even_with_its_etag(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_deleted_session_is_404_even_with_its_etag(server: SynapseServer) -> None:
     url, created = create_session(server)
     etag = created.header("ETag")
     assert etag is not None
@@ -57,7 +58,8 @@ def test_deleted_session_is_404_even_with_its_etag(server: DevServer) -> None:
     assert put(server, url, b"x", etag=etag).status == 404
 
 
-def test_delete_leaves_other_sessions_alone(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_delete_leaves_other_sessions_alone(server: SynapseServer) -> None:
     doomed, _ = create_session(server, b"doomed")
     kept, _ = create_session(server, b"kept")
     assert delete(server, doomed).status == 204

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from http_client import (
+from support.http_client import (
     Response,
     create_session,
     delete,
@@ -19,12 +19,13 @@ from http_client import (
     request,
     session_url,
 )
+from support.http_client import etag as _etag
 
 if TYPE_CHECKING:
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 
-def _raw_body(server: DevServer, method: str, url: str, headers: dict[str, str]) -> bytes:
+def _raw_body(server: SynapseServer, method: str, url: str, headers: dict[str, str]) -> bytes:
     """Everything the server sends after the header block, on a ``Connection: close`` request."""
     lines = [f"{method} {urlsplit(url).path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -38,45 +39,47 @@ def _raw_body(server: DevServer, method: str, url: str, headers: dict[str, str])
 # -- GET --------------------------------------------------------------------------------------
 
 
-def test_get_answers_200_with_payload(server: DevServer) -> None:
+def test_get_answers_200_with_payload(server: SynapseServer) -> None:
     url, _ = create_session(server, b"payload")
     resp = get(server, url)
     assert resp.status == 200, resp
     assert resp.body == b"payload"
 
 
-def test_get_content_type_is_exactly_text_plain(server: DevServer) -> None:
+def test_get_content_type_is_exactly_text_plain(server: SynapseServer) -> None:
     url, _ = create_session(server, b"payload", "TEXT/PLAIN")
     assert get(server, url).headers_all("Content-Type") == ["text/plain"]
 
 
+@pytest.mark.semantic
 @pytest.mark.improvement("Synapse refuses a PUT with a charset parameter")
-def test_get_content_type_is_text_plain_after_put_with_charset(server: DevServer) -> None:
+def test_get_content_type_is_text_plain_after_put_with_charset(server: SynapseServer) -> None:
     url, _ = create_session(server)
     written = put(server, url, b"new", etag="*", content_type="text/plain; charset=utf-8")
     assert written.status == 202, written
     assert get(server, url).headers_all("Content-Type") == ["text/plain"]
 
 
-def test_get_returns_non_utf8_bytes_unchanged(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_get_returns_non_utf8_bytes_unchanged(server: SynapseServer) -> None:
     payload = bytes(range(256))
     url, _ = create_session(server, payload)
     assert get(server, url).body == payload
 
 
-def test_get_has_etag_expires_and_last_modified_of_the_session(server: DevServer) -> None:
+def test_get_has_etag_expires_and_last_modified_of_the_session(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url)
     for name in ("ETag", "Expires", "Last-Modified"):
         assert resp.header(name) == created.header(name), name
 
 
-def test_get_has_content_length(server: DevServer) -> None:
+def test_get_has_content_length(server: SynapseServer) -> None:
     url, _ = create_session(server, b"12345")
     assert get(server, url).header("Content-Length") == "5"
 
 
-def test_get_has_cache_and_cors_headers(server: DevServer) -> None:
+def test_get_has_cache_and_cors_headers(server: SynapseServer) -> None:
     url, _ = create_session(server)
     resp = get(server, url)
     assert resp.header("Cache-Control") == "no-store, no-transform"
@@ -89,25 +92,19 @@ def test_get_has_cache_and_cors_headers(server: DevServer) -> None:
 # -- conditional GET --------------------------------------------------------------------------
 
 
-def _etag(resp: Response) -> str:
-    etag = resp.header("ETag")
-    assert etag is not None, resp
-    return etag
-
-
-def test_if_none_match_current_etag_is_304(server: DevServer) -> None:
+def test_if_none_match_current_etag_is_304(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url, headers=[("If-None-Match", _etag(created))])
     assert resp.status == 304, resp
     assert resp.body == b""
 
 
-def test_304_sends_no_body_bytes(server: DevServer) -> None:
+def test_304_sends_no_body_bytes(server: SynapseServer) -> None:
     url, created = create_session(server, b"not to be sent")
     assert _raw_body(server, "GET", url, {"If-None-Match": _etag(created)}) == b""
 
 
-def test_304_carries_etag_expires_and_last_modified(server: DevServer) -> None:
+def test_304_carries_etag_expires_and_last_modified(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url, headers=[("If-None-Match", _etag(created))])
     assert resp.status == 304, resp
@@ -115,7 +112,7 @@ def test_304_carries_etag_expires_and_last_modified(server: DevServer) -> None:
         assert resp.header(name) == created.header(name), name
 
 
-def test_304_carries_cache_and_cors_headers(server: DevServer) -> None:
+def test_304_carries_cache_and_cors_headers(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url, headers=[("If-None-Match", _etag(created))])
     assert resp.status == 304, resp
@@ -126,24 +123,28 @@ def test_304_carries_cache_and_cors_headers(server: DevServer) -> None:
     assert "etag" in {h.strip().lower() for h in exposed.split(",")}, resp
 
 
-def test_if_none_match_star_is_304(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_if_none_match_star_is_304(server: SynapseServer) -> None:
     url, _ = create_session(server)
     assert get(server, url, headers=[("If-None-Match", "*")]).status == 304
 
 
-def test_if_none_match_weak_etag_is_304(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_if_none_match_weak_etag_is_304(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url, headers=[("If-None-Match", "W/" + _etag(created))])
     assert resp.status == 304, resp
 
 
-def test_if_none_match_list_containing_current_etag_is_304(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_if_none_match_list_containing_current_etag_is_304(server: SynapseServer) -> None:
     url, created = create_session(server)
     resp = get(server, url, headers=[("If-None-Match", f'"other", {_etag(created)}')])
     assert resp.status == 304, resp
 
 
-def test_if_none_match_stale_etag_is_200_with_payload(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_if_none_match_stale_etag_is_200_with_payload(server: SynapseServer) -> None:
     url, created = create_session(server, b"old")
     assert put(server, url, b"new", etag=_etag(created)).status == 202
     resp = get(server, url, headers=[("If-None-Match", _etag(created))])
@@ -154,7 +155,7 @@ def test_if_none_match_stale_etag_is_200_with_payload(server: DevServer) -> None
 # -- HEAD -------------------------------------------------------------------------------------
 
 
-def test_head_answers_200_with_the_headers_of_get(server: DevServer) -> None:
+def test_head_answers_200_with_the_headers_of_get(server: SynapseServer) -> None:
     url, _ = create_session(server, b"payload")
     got = get(server, url)
     resp = head(server, url)
@@ -165,7 +166,7 @@ def test_head_answers_200_with_the_headers_of_get(server: DevServer) -> None:
     )
 
 
-def test_head_sends_no_body_bytes(server: DevServer) -> None:
+def test_head_sends_no_body_bytes(server: SynapseServer) -> None:
     url, _ = create_session(server, b"not to be sent")
     assert _raw_body(server, "HEAD", url, {}) == b""
 
@@ -175,7 +176,7 @@ def test_head_sends_no_body_bytes(server: DevServer) -> None:
 UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 
 
-def _send(server: DevServer, method: str, url: str) -> Response:
+def _send(server: SynapseServer, method: str, url: str) -> Response:
     if method == "PUT":
         return put(server, url, b"x", etag="*")
     if method == "DELETE":
@@ -193,33 +194,33 @@ def _assert_not_found(resp: Response, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", [*METHODS, "HEAD"])
-def test_unknown_id_is_404(server: DevServer, method: str) -> None:
+def test_unknown_id_is_404(server: SynapseServer, method: str) -> None:
     _assert_not_found(_send(server, method, session_url(server, UNKNOWN_ID)), method)
 
 
 @pytest.mark.improvement("Synapse parses ids case-insensitively")
 @pytest.mark.parametrize("method", METHODS)
-def test_lower_case_id_is_404(server: DevServer, method: str) -> None:
+def test_lower_case_id_is_404(server: SynapseServer, method: str) -> None:
     url, _ = create_session(server)
     prefix, _, sid = url.rpartition("/")
     _assert_not_found(_send(server, method, f"{prefix}/{sid.lower()}"), method)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_too_short_id_is_404(server: DevServer, method: str) -> None:
+def test_too_short_id_is_404(server: SynapseServer, method: str) -> None:
     url, _ = create_session(server)
     _assert_not_found(_send(server, method, url[:-1]), method)
 
 
 @pytest.mark.improvement("Synapse answers 500 to a non-ASCII id")
 @pytest.mark.parametrize("method", METHODS)
-def test_percent_encoded_non_ascii_id_is_404(server: DevServer, method: str) -> None:
+def test_percent_encoded_non_ascii_id_is_404(server: SynapseServer, method: str) -> None:
     _assert_not_found(_send(server, method, session_url(server, "%C3%A9")), method)
 
 
 @pytest.mark.improvement("Synapse answers 400 M_UNRECOGNIZED to extra path segments")
 @pytest.mark.parametrize("method", METHODS)
-def test_id_with_extra_path_segment_is_404(server: DevServer, method: str) -> None:
+def test_id_with_extra_path_segment_is_404(server: SynapseServer, method: str) -> None:
     url, _ = create_session(server)
     resp = _send(server, method, url + "/extra")
     # Not a session path at all: "unknown endpoint" (M_UNRECOGNIZED) fits as well as M_NOT_FOUND.

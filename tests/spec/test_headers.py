@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import pytest
-from http_client import (
+from support.http_client import (
     CREATE_PATH,
     Response,
     create_session,
@@ -20,7 +20,7 @@ from http_client import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from synapse_rendezvous.devserver import DevServer
+    from devtools.synapse import SynapseServer
 
 UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 DEFAULT_TTL_S = 120
@@ -29,34 +29,34 @@ DEFAULT_TTL_S = 120
 # -- errors -----------------------------------------------------------------------------------
 
 
-def _get_unknown(server: DevServer) -> Response:
+def _get_unknown(server: SynapseServer) -> Response:
     return get(server, session_url(server, UNKNOWN_ID))
 
 
-def _create_without_content_type(server: DevServer) -> Response:
+def _create_without_content_type(server: SynapseServer) -> Response:
     return post_create(server, b"x", content_type=None)
 
 
-def _create_too_large(server: DevServer) -> Response:
+def _create_too_large(server: SynapseServer) -> Response:
     return post_create(server, b"x" * 5000)
 
 
-def _put_without_if_match(server: DevServer) -> Response:
+def _put_without_if_match(server: SynapseServer) -> Response:
     url, _ = create_session(server)
     return put(server, url, b"x")
 
 
-def _put_stale(server: DevServer) -> Response:
+def _put_stale(server: SynapseServer) -> Response:
     url, _ = create_session(server)
     return put(server, url, b"x", etag='"stale"')
 
 
-def _patch_session(server: DevServer) -> Response:
+def _patch_session(server: SynapseServer) -> Response:
     url, _ = create_session(server)
     return request(server, "PATCH", url, body=b"x", headers=[("Content-Type", "text/plain")])
 
 
-ERRORS: dict[str, tuple[Callable[[DevServer], Response], int]] = {
+ERRORS: dict[str, tuple[Callable[[SynapseServer], Response], int]] = {
     "get-unknown": (_get_unknown, 404),
     "create-without-content-type": (_create_without_content_type, 400),
     "create-too-large": (_create_too_large, 413),
@@ -66,8 +66,9 @@ ERRORS: dict[str, tuple[Callable[[DevServer], Response], int]] = {
 }
 
 
+@pytest.mark.semantic
 @pytest.mark.parametrize("case", list(ERRORS))
-def test_errors_are_matrix_json(server: DevServer, case: str) -> None:
+def test_errors_are_matrix_json(server: SynapseServer, case: str) -> None:
     send, status = ERRORS[case]
     resp = send(server)
     assert resp.status == status, resp
@@ -78,7 +79,7 @@ def test_errors_are_matrix_json(server: DevServer, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
-def test_errors_have_json_content_type_and_cors_origin(server: DevServer, case: str) -> None:
+def test_errors_have_json_content_type_and_cors_origin(server: SynapseServer, case: str) -> None:
     send, status = ERRORS[case]
     resp = send(server)
     assert resp.status == status, resp
@@ -90,7 +91,9 @@ def test_errors_have_json_content_type_and_cors_origin(server: DevServer, case: 
 
 
 @pytest.mark.parametrize("method", ["PATCH", "POST"])
-def test_other_methods_on_a_session_are_405_unrecognized(server: DevServer, method: str) -> None:
+def test_other_methods_on_a_session_are_405_unrecognized(
+    server: SynapseServer, method: str
+) -> None:
     url, _ = create_session(server)
     resp = request(server, method, url, body=b"x", headers=[("Content-Type", "text/plain")])
     assert resp.status == 405, resp
@@ -99,7 +102,9 @@ def test_other_methods_on_a_session_are_405_unrecognized(server: DevServer, meth
 
 
 @pytest.mark.parametrize("path", ["create", "session"])
-def test_cors_preflight_allows_rendezvous_methods_and_headers(server: DevServer, path: str) -> None:
+def test_cors_preflight_allows_rendezvous_methods_and_headers(
+    server: SynapseServer, path: str
+) -> None:
     if path == "create":
         target = CREATE_PATH
     else:
@@ -128,7 +133,7 @@ def test_cors_preflight_allows_rendezvous_methods_and_headers(server: DevServer,
 
 
 @pytest.mark.parametrize("request_kind", ["create", "get"])
-def test_date_header_is_accurate(server: DevServer, request_kind: str) -> None:
+def test_date_header_is_accurate(server: SynapseServer, request_kind: str) -> None:
     before = datetime.now(timezone.utc)
     url, resp = create_session(server)
     if request_kind == "get":
@@ -139,14 +144,16 @@ def test_date_header_is_accurate(server: DevServer, request_kind: str) -> None:
     assert before.timestamp() - 3 <= date.timestamp() <= after.timestamp() + 2, (before, date)
 
 
+@pytest.mark.semantic
 @pytest.mark.improvement("Synapse's TTL is fixed at 60 s")
-def test_default_ttl_is_120_seconds(server: DevServer) -> None:
+def test_default_ttl_is_120_seconds(server: SynapseServer) -> None:
     _, resp = create_session(server)
     ttl = (resp.date_header("Expires") - resp.date_header("Date")).total_seconds()
     assert DEFAULT_TTL_S - 2 <= ttl <= DEFAULT_TTL_S + 1, ttl
 
 
-def test_last_modified_of_a_new_session_is_its_creation_time(server: DevServer) -> None:
+@pytest.mark.semantic
+def test_last_modified_of_a_new_session_is_its_creation_time(server: SynapseServer) -> None:
     _, resp = create_session(server)
     delta = (resp.date_header("Last-Modified") - resp.date_header("Date")).total_seconds()
     assert abs(delta) <= 1, delta
@@ -156,7 +163,7 @@ def test_last_modified_of_a_new_session_is_its_creation_time(server: DevServer) 
 
 
 @pytest.mark.homeserver
-def test_versions_advertises_msc4108(server: DevServer) -> None:
+def test_versions_advertises_msc4108(server: SynapseServer) -> None:
     resp = get(server, "/_matrix/client/versions")
     assert resp.status == 200, resp
     unstable = resp.json_dict().get("unstable_features")

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from support.http_client import CREATE_PATH
 from support.proxy import Seen
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ __all__ = [
     "redirect",
 ]
 
-CREATE_PATH = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous"
 SESSION_PATH = "/_synapse/client/rendezvous/01HOSTILE"
 #: Bounds every read and write of a handler: no handler thread outlives a vanished client.
 HANDLER_TIMEOUT = 5.0

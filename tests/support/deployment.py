@@ -1,6 +1,6 @@
 """A Synapse worker deployment for the tests: a main process and N generic workers.
 
-`Deployment` runs a main process (`MainProcess`, a `DevServer` with Synapse's ``redis:``
+`Deployment` runs a main process (`MainProcess`, a `SynapseServer` with Synapse's ``redis:``
 replication, an ``instance_map`` and a replication listener) and ``workers`` processes of
 ``synapse.app.generic_worker`` (`WorkerProcess`), each with a client listener of its own, all
 on 127.0.0.1 and all loading our module with the same config. They share one Redis (a
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from synapse_rendezvous.devserver import DevServer, Mode, SynapseStartError, free_port
+from devtools.synapse import Mode, SynapseServer, SynapseStartError, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -34,10 +34,10 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 
 
-class MainProcess(DevServer):
+class MainProcess(SynapseServer):
     """The main Synapse process of a worker deployment.
 
-    On top of a plain `DevServer`: ``redis:`` pointing at ``redis_port`` (replication), an
+    On top of a plain `SynapseServer`: ``redis:`` pointing at ``redis_port`` (replication), an
     ``instance_map`` naming its replication listener, and that listener.
     """
 
@@ -76,7 +76,7 @@ class MainProcess(DevServer):
         return overlay
 
 
-class WorkerProcess(DevServer):
+class WorkerProcess(SynapseServer):
     """A ``synapse.app.generic_worker`` of ``main``, with a client listener on its own port.
 
     It reads the main process's ``homeserver.yaml`` and ``overlay.yaml`` (so the same module
@@ -166,7 +166,7 @@ class Deployment:
         return f"<Deployment main={self.main.base_url} workers={len(self.workers)}>"
 
     @property
-    def processes(self) -> list[DevServer]:
+    def processes(self) -> list[SynapseServer]:
         """The main process first, then the workers."""
         return [self.main, *self.workers]
 

@@ -17,13 +17,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
+from synapse_rendezvous.devserver import CREATE_PATH as _CREATE_PATH
+from synapse_rendezvous.devserver import SESSION_PATH as _SESSION_PATH
+
 if TYPE_CHECKING:
     from datetime import datetime
 
 TIMEOUT = 5.0
 
-CREATE_PATH = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous"
-SESSION_PREFIX = "/_synapse/client/rendezvous/"
+#: The standard MSC4108 create path and where sessions live: the one spelling of each for
+#: the tests (the package's, with a leading slash).
+CREATE_PATH = "/" + _CREATE_PATH
+SESSION_ROOT = "/" + _SESSION_PATH
+SESSION_PREFIX = SESSION_ROOT + "/"
 
 #: A ULID: 26 characters of upper-case Crockford base32; the first one encodes only 3 bits.
 ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
@@ -32,10 +38,23 @@ Headers = Sequence[tuple[str, str]]
 
 
 class HasBaseUrl(Protocol):
-    """Anything with a ``base_url`` such as ``http://127.0.0.1:PORT/`` (a DevServer)."""
+    """Anything with a ``base_url`` such as ``http://127.0.0.1:PORT/`` (a SynapseServer)."""
 
     @property
     def base_url(self) -> str: ...
+
+
+class HasHeaders(Protocol):
+    """A response of this client or of `support.raw_http`."""
+
+    def header(self, name: str) -> str | None: ...
+
+
+def etag(resp: HasHeaders) -> str:
+    """The ETag of ``resp`` (fails the test if it has none)."""
+    value = resp.header("ETag")
+    assert value, f"no ETag in {resp!r}"
+    return value
 
 
 @dataclass(frozen=True, repr=False)

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from support.http_client import CREATE_PATH
+
 if TYPE_CHECKING:
-    from http_client import HasBaseUrl
+    from support.http_client import HasBaseUrl
 
 #: Longest wait for the next bytes of an answer.
 TIMEOUT = 5.0
 
-CREATE_PATH = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous"
-SESSION_ROOT = "/_synapse/client/rendezvous"
 
 Headers = Sequence[tuple[str, str]]
 
