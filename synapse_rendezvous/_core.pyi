@@ -15,6 +15,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Metrics",
+    "ProtocolCounters",
     "RedisAddress",
     "RendezvousHandler",
     "__version__",
@@ -90,6 +91,31 @@ class Metrics:
     def live_sessions(self) -> int | None:
         """Counted at scrape time for the memory store, at the last maintenance run for
         Redis; None before the first count."""
+    @property
+    def by_protocol(self) -> list[ProtocolCounters]:
+        """The counters of each protocol, MSC4108 first."""
+
+@final
+class ProtocolCounters:
+    """One protocol's share of a `Metrics` reading."""
+
+    @property
+    def protocol(self) -> Literal["msc4108", "msc4388"]: ...
+    @property
+    def sessions_created(self) -> int: ...
+    @property
+    def sessions_deleted(self) -> int: ...
+    @property
+    def conflicts(self) -> int:
+        """Writes refused as concurrent: 412 for MSC4108, 409 for MSC4388."""
+    @property
+    def rate_limited(self) -> int: ...
+    @property
+    def retries(self) -> int:
+        """MSC4388 writes answered as idempotent retries; 0 for MSC4108."""
+    @property
+    def responses(self) -> list[tuple[str, int, int]]:
+        """``(method, status, count)``; status 0 for statuses not counted one by one."""
 
 @final
 class RedisAddress:
@@ -132,6 +158,7 @@ class RendezvousHandler:
         mode: Literal["takeover", "delegation"],
         clock: Callable[[], float],
         default_redis_url: str | None = None,
+        msc4388: Literal["off", "open", "authenticated"] = "off",
     ) -> RendezvousHandler:
         """Opens the configured store (restoring a memory snapshot if one is configured).
 
@@ -144,13 +171,17 @@ class RendezvousHandler:
                 memory store's sessions live by it.
             default_redis_url: the homeserver's own Redis, used by ``store: redis`` when
                 ``redis.url`` is not set.
+            msc4388: Synapse's ``experimental_features.msc4388_mode``: whether MSC4388 is
+                served too, and whether its creates need an authenticated caller.
 
         Raises:
-            ConfigError: when the Redis store has no usable URL.
+            ConfigError: when the Redis store has no usable URL, or MSC4388 is on and
+                ``ttl`` is outside 120 to 300 s.
         """
 
-    def handle(self, request: IRequest, /) -> float | None:
-        """Answers a Twisted request, now (memory) or once Redis has answered."""
+    def handle(self, request: IRequest, /, *, authenticated: bool = False) -> float | None:
+        """Answers a Twisted request, now (memory) or once Redis has answered.
+        ``authenticated``: the caller's access token was checked (MSC4388)."""
 
     def answer_unrecognized(self, request: IRequest, /) -> None:
         """Answers 404 ``M_UNRECOGNIZED``: for a request on a listener that does not serve

@@ -56,9 +56,10 @@ class Dispatcher:
         self._handler = handler
         self._timer = timer
 
-    def handle(self, request: IRequest) -> None:
-        """Answers ``request``, now or once Redis has answered."""
-        self._timer.after(self._handler.handle(request))
+    def handle(self, request: IRequest, *, authenticated: bool = False) -> None:
+        """Answers ``request``, now or once Redis has answered; ``authenticated``: its
+        access token was checked (MSC4388's ``authenticated`` mode)."""
+        self._timer.after(self._handler.handle(request, authenticated=authenticated))
 
     def unrecognized(self, request: IRequest) -> None:
         """Answers 404 ``M_UNRECOGNIZED``: ``request`` came where the API is not served."""

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from synapse.config._base import ConfigError
 
-from synapse_rendezvous import _core, metrics
+from synapse_rendezvous import _core, metrics, msc4388
 from synapse_rendezvous.dispatch import Dispatcher, Timer
 from synapse_rendezvous.listeners import client_listeners
 from synapse_rendezvous.redis_connection import RedisConnections, TlsFiles
@@ -40,19 +40,26 @@ class RendezvousModule:
     def __init__(self, config: _core.Config, api: ModuleApi) -> None:
         endpoint = api.public_baseurl.rstrip("/") + SESSION_PREFIX
         mode, reason = _choose_mode(api, endpoint)
+        hs = api._hs
+        msc4388_mode = msc4388.synapse_mode(hs)
         self._handler: _core.RendezvousHandler | None = None
-        if mode is None:
-            logger.warning("synapse_rendezvous is idle and serves nothing: %s", reason)
+        if mode is None and msc4388_mode == "off":
+            logger.warning(
+                "synapse_rendezvous is idle and serves nothing: %s, and "
+                "experimental_features.msc4388_mode is off",
+                reason,
+            )
             return
 
-        hs = api._hs
         try:
             handler = _core.RendezvousHandler(
                 config,
                 api.public_baseurl,
-                mode=mode,
+                # With MSC4108 off no request reaches its routes: the mode is moot.
+                mode=mode or "takeover",
                 clock=hs.get_clock().time,
                 default_redis_url=homeserver_redis_url(hs.config.redis),
+                msc4388=msc4388_mode,
             )
         except _core.ConfigError as error:
             raise _synapse_config_error(error) from None
@@ -69,12 +76,18 @@ class RendezvousModule:
             # Modules are built inside Synapse's start-up, on a running reactor: check once
             # every other module has been built.
             reactor.callLater(0, _verify_takeover, hs, dispatcher)
+        if msc4388_mode != "off":
+            msc4388.install_handler(hs, msc4388.Msc4388Handler(dispatcher))
+            routes = msc4388.RouteInstaller(hs, api, dispatcher, msc4388_mode)
+            # After the listeners are built (right after the modules, in the same call).
+            reactor.callLater(0, _install_msc4388_routes, hs, routes)
         listeners = client_listeners(hs)
         for warning in config.startup_warnings(x_forwarded_client_listener=listeners.x_forwarded):
             logger.warning("synapse_rendezvous: %s", warning)
-        # Also in takeover mode: replaces Synapse's session resource, which answers 500 to
-        # percent-encoded non-ASCII ids instead of 404.
-        api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher, listeners))
+        if mode is not None:
+            # Also in takeover mode: replaces Synapse's session resource, which answers 500
+            # to percent-encoded non-ASCII ids instead of 404.
+            api.register_web_resource(SESSION_PREFIX, RendezvousResource(dispatcher, listeners))
         api.looping_background_call(
             self._maintain,
             int(os.environ.get(RECLAIM_INTERVAL_ENV) or RECLAIM_INTERVAL_MS),
@@ -85,7 +98,10 @@ class RendezvousModule:
         self._server_name = api.server_name
         metrics.register(self._server_name, handler, config.store_kind)
         _on_shutdown(hs, self._shutdown)
-        logger.info("synapse_rendezvous serving MSC4108 rendezvous in %s mode: %s", mode, config)
+        serving = f"MSC4108 rendezvous in {mode} mode" if mode is not None else "no MSC4108"
+        if msc4388_mode != "off":
+            serving += f" and MSC4388 rendezvous ({msc4388_mode})"
+        logger.info("synapse_rendezvous serving %s: %s", serving, config)
 
     @staticmethod
     def parse_config(config: Mapping[str, object] | None) -> _core.Config:
@@ -128,6 +144,22 @@ def _on_shutdown(hs: HomeServer, stop: Callable[[], None]) -> None:
         register(phase="before", eventType="shutdown", shutdown_func=stop)
     else:
         hs.get_reactor().addSystemEventTrigger("before", "shutdown", stop)
+
+
+def _install_msc4388_routes(hs: HomeServer, routes: msc4388.RouteInstaller) -> None:
+    """Points this process's MSC4388 routes at the core; stops Synapse if some stay
+    Synapse's (its servlets would answer discovery and DELETE themselves)."""
+    installed = routes.install()
+    stray = routes.verify()
+    if stray:
+        logger.error(
+            "synapse_rendezvous: MSC4388 routes still served by Synapse's servlets (%s); "
+            "stopping. Turn experimental_features.msc4388_mode off to run without MSC4388.",
+            ", ".join(stray),
+        )
+        hs.get_reactor().stop()
+    elif installed == 0:
+        logger.info("synapse_rendezvous: no client listener here, MSC4388 not served on it")
 
 
 def _verify_takeover(hs: HomeServer, dispatcher: Dispatcher) -> None:

@@ -72,6 +72,19 @@ pub fn parse_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Confi
             },
         )
     })?;
+    // Inside Synapse, MSC4388 follows Synapse's own switch (applied when the handler is
+    // built); the core's `msc4388` key is the standalone server's.
+    if value.get("msc4388").is_some() {
+        return Err(config_error(
+            py,
+            &core::ConfigError {
+                key: "msc4388".to_owned(),
+                reason: "is not a module option: set experimental_features.msc4388_mode \
+                         (off, open or authenticated) in homeserver.yaml instead"
+                    .to_owned(),
+            },
+        ));
+    }
     core::Config::from_json(&value)
         .map(|inner| Config { inner })
         .map_err(|error| config_error(py, &error))

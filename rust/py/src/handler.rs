@@ -16,8 +16,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use synapse_rendezvous_core::rate_limit::RateLimitConfig;
 use synapse_rendezvous_core::{
-    discarded, loggable_path, Backend, Notice, Problem, Rendezvous, Routes, Service, SystemClock,
-    SystemEntropy, Warning,
+    discarded, loggable_path, Authenticated, Backend, Msc4388Mode, Notice, Problem, Rendezvous,
+    Routes, Service, SystemClock, SystemEntropy, Warning,
 };
 
 use crate::config::Config;
@@ -119,7 +119,9 @@ pub struct RendezvousHandler {
 #[pymethods]
 impl RendezvousHandler {
     #[new]
-    #[pyo3(signature = (config, public_baseurl, /, *, mode, clock, default_redis_url=None))]
+    #[pyo3(signature = (
+        config, public_baseurl, /, *, mode, clock, default_redis_url=None, msc4388="off"
+    ))]
     fn new(
         py: Python<'_>,
         config: &Config,
@@ -127,6 +129,7 @@ impl RendezvousHandler {
         mode: &str,
         clock: Py<PyAny>,
         default_redis_url: Option<&str>,
+        msc4388: &str,
     ) -> PyResult<Self> {
         let routes = match mode {
             "takeover" => Routes::takeover(),
@@ -137,7 +140,22 @@ impl RendezvousHandler {
                 )))
             }
         };
-        let config = &config.inner;
+        let msc4388 = match msc4388 {
+            "off" => Msc4388Mode::Off,
+            "open" => Msc4388Mode::Open,
+            "authenticated" => Msc4388Mode::Authenticated,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "msc4388 must be \"off\", \"open\" or \"authenticated\", not {msc4388:?}"
+                )))
+            }
+        };
+        // Synapse's experimental_features.msc4388_mode, applied to the module's block.
+        let config = &config
+            .inner
+            .clone()
+            .with_msc4388(msc4388)
+            .map_err(|error| config_error(py, &error))?;
         let glue = Glue {
             header_names: HeaderNames::learn(py, RESPONSE_HEADERS)?,
             clock,
@@ -146,7 +164,7 @@ impl RendezvousHandler {
                 .call_method1("getLogger", ("synapse_rendezvous",))?
                 .unbind(),
             limits: config.rate_limit.enabled.then(|| config.rate_limit.clone()),
-            max_body: config.max_payload_bytes,
+            max_body: config.max_body_bytes(),
         };
         let now = glue.now(py);
         let (backend, notices) = py
@@ -181,10 +199,15 @@ impl RendezvousHandler {
     /// Answers a Twisted request, now (memory store) or once Redis has answered. Returns
     /// the delay in seconds after which [`RendezvousHandler::tick`] must run, when a timer
     /// is to be started.
-    #[pyo3(signature = (request, /))]
-    fn handle(&self, request: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    /// `authenticated`: the glue has checked the request's access token (MSC4388's
+    /// `authenticated` mode lets only such callers create).
+    #[pyo3(signature = (request, /, *, authenticated=false))]
+    fn handle(&self, request: &Bound<'_, PyAny>, authenticated: bool) -> PyResult<Option<f64>> {
         let py = request.py();
-        let parsed = self.glue.read(request)?;
+        let mut parsed = self.glue.read(request)?;
+        if authenticated {
+            parsed.extensions_mut().insert(Authenticated);
+        }
         match &self.serving {
             Serving::Memory { service, .. } => {
                 let now = self.glue.now(py);

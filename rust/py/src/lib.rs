@@ -24,7 +24,7 @@ mod _core {
     #[pymodule_export]
     use crate::handler::RendezvousHandler;
     #[pymodule_export]
-    use crate::metrics::Metrics;
+    use crate::metrics::{Metrics, ProtocolCounters};
     #[pymodule_export]
     use crate::redis::RedisAddress;
 

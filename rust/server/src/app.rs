@@ -105,7 +105,8 @@ impl App {
         Ok(Self {
             serving,
             limits: config.rate_limit.enabled.then(|| config.rate_limit.clone()),
-            max_payload_bytes: config.max_payload_bytes,
+            // MSC4388's JSON bodies may be longer than max_payload_bytes of data.
+            max_payload_bytes: config.max_body_bytes(),
             open_connections: AtomicUsize::new(0),
             accepted_connections: AtomicU64::new(0),
         })

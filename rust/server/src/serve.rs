@@ -279,10 +279,10 @@ fn upload(method: &Method, headers: &HeaderMap, max: usize) -> Upload {
         declared = declared.max(length);
     }
     match declared {
-        None => Upload::Ignore,
         Some(length) if length <= max as u64 => Upload::Keep,
         Some(length) if length <= DISCARD_LIMIT && !waits => Upload::Discard,
-        Some(_) => Upload::Ignore,
+        // No length, or one too large to be worth reading.
+        _ => Upload::Ignore,
     }
 }
 

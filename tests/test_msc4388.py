@@ -1,0 +1,439 @@
+"""MSC4388 (the 2025 rendezvous) through a real Synapse with the module, in Synapse's
+``experimental_features.msc4388_mode`` ``open`` and ``authenticated``, on the memory and the
+Redis store; beside the 2024 API; across a restart; shared with the standalone server.
+
+``authenticated`` mode checks access tokens through Synapse's MAS delegation, so those tests
+run a small stand-in for MAS's token introspection endpoint on loopback (`FakeMas`): it is not
+Synapse or Redis, and it answers what MAS documents (``active``, ``scope``, ``username``).
+The rules themselves (tokens, idempotent retry, expiry arithmetic) are specified in
+``rust/core/tests/msc4388.rs``; what is checked here is what the glue can break: routing in
+Synapse's client resource, discovery and creates with and without a token, JSON framing,
+headers, the body bound, the store behind it, and a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+from support.http_client import (
+    HasBaseUrl,
+    Response,
+    create_session,
+    errcode,
+    get,
+    request,
+    session_id,
+)
+
+from synapse.config._base import ConfigError
+
+from devtools.standalone import StandaloneServer
+from synapse_rendezvous import RendezvousModule
+from synapse_rendezvous.cli.check import parse_target, run_check
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from conftest import DeploymentFactory, RedisFactory, ServerFactory
+
+    from devtools.redis import RedisServer
+    from devtools.synapse import SynapseServer as DevServer
+
+PREFIX = "/_matrix/client/unstable/io.element.msc4388/rendezvous"
+VALID_TOKEN = "mas-valid-token"
+USER = "alice"
+
+STORES = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+# -- a stand-in for MAS's introspection endpoint ---------------------------------------------
+
+
+class _Introspection(BaseHTTPRequestHandler):
+    active_tokens: ClassVar[set[str]] = {VALID_TOKEN}
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(min(length, 65536)).decode())
+        token = (form.get("token") or [""])[0]
+        if token in self.active_tokens:
+            body = {"active": True, "scope": "urn:matrix:client:api:*", "username": USER}
+        else:
+            body = {"active": False}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def fake_mas() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Introspection)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def _config(store: str) -> dict[str, object]:
+    config: dict[str, object] = {"rate_limit": {"enabled": False}}
+    if store == "redis":
+        config["store"] = "redis"
+    return config
+
+
+@contextlib.contextmanager
+def synapse(
+    server_factory: ServerFactory,
+    store: str,
+    msc4388_mode: str,
+    *,
+    mas: str | None = None,
+    module_config: dict[str, object] | None = None,
+) -> Iterator[DevServer]:
+    with server_factory(
+        "takeover", {**_config(store), **(module_config or {})}, start=False
+    ) as srv:
+        srv.extra_config["experimental_features"] = {
+            **srv.experimental_features(),
+            "msc4388_mode": msc4388_mode,
+        }
+        if mas is not None:
+            srv.extra_config["matrix_authentication_service"] = {
+                "enabled": True,
+                "endpoint": mas,
+                "secret": "mas-shared-secret",
+            }
+        srv.start()
+        yield srv
+
+
+def call(
+    srv: HasBaseUrl,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+    raw: bytes | None = None,
+) -> Response:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    extra = (("Content-Type", "application/json"),) if data is not None else ()
+    return request(srv, method, path, body=data, headers=extra + headers)
+
+
+def create(srv: HasBaseUrl, data: str = "hello", **kwargs: Any) -> dict[str, Any]:
+    resp = call(srv, "POST", PREFIX, {"data": data}, **kwargs)
+    assert resp.status == 200, resp
+    return resp.json_dict()
+
+
+# -- open mode, both stores ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_open_mode_serves_every_rule_through_synapse(
+    server_factory: ServerFactory, store: str
+) -> None:
+    with synapse(server_factory, store, "open") as srv:
+        resp = call(srv, "GET", PREFIX)
+        assert (resp.status, resp.json()) == (200, {"create_available": True}), resp
+        assert resp.header("Content-Type") == "application/json", resp
+        assert resp.header("Access-Control-Allow-Origin") == "*", resp
+        assert resp.header("Cache-Control") == "no-cache, no-store, must-revalidate", resp
+        assert "and MSC4388 rendezvous (open)" in srv.log_text()
+
+        created = create(srv, "first")
+        assert set(created) == {"id", "sequence_token", "expires_in_ms"}, created
+        assert 0 < created["expires_in_ms"] <= 120_000
+        url = f"{PREFIX}/{created['id']}"
+        first = created["sequence_token"]
+
+        resp = call(srv, "GET", url)
+        assert resp.status == 200, resp
+        got = resp.json_dict()
+        assert (got["data"], got["sequence_token"]) == ("first", first)
+        assert resp.header("ETag") is None, resp
+
+        # A write with the current token: a new token.
+        resp = call(srv, "PUT", url, {"sequence_token": first, "data": "second"})
+        assert resp.status == 200, resp
+        second = resp.json_dict()["sequence_token"]
+        assert second != first
+        # Identical data again: the token still changes.
+        resp = call(srv, "PUT", url, {"sequence_token": second, "data": "second"})
+        third = resp.json_dict()["sequence_token"]
+        assert resp.status == 200, resp
+        assert third not in (first, second)
+        # A retry with a stale token and the stored data: the current token, no change.
+        for stale in (first, second, "never-issued"):
+            resp = call(srv, "PUT", url, {"sequence_token": stale, "data": "second"})
+            assert (resp.status, resp.json()) == (200, {"sequence_token": third}), resp
+        # A stale token with other data: 409.
+        resp = call(srv, "PUT", url, {"sequence_token": second, "data": "other"})
+        assert resp.status == 409, resp
+        assert errcode(resp) == "IO_ELEMENT_MSC4388_CONCURRENT_WRITE", resp
+        assert call(srv, "GET", url).json_dict()["sequence_token"] == third
+
+        # 4096 bytes of data (UTF-8) fit, 4097 do not, counted in bytes not characters.
+        resp = call(srv, "PUT", url, {"sequence_token": third, "data": "é" * 2048})
+        assert resp.status == 200, resp
+        resp = call(srv, "POST", PREFIX, {"data": "é" * 2048 + "a"})
+        assert (resp.status, errcode(resp)) == (413, "M_TOO_LARGE"), resp
+
+        for bad in (b"{", b"[]", b'{"data": 5}', b"{}"):
+            resp = call(srv, "POST", PREFIX, raw=bad)
+            assert (resp.status, errcode(resp)) == (400, "M_INVALID_PARAM"), (bad, resp)
+        resp = call(srv, "PUT", url, raw=b'{"data": "x"}')
+        assert (resp.status, errcode(resp)) == (400, "M_INVALID_PARAM"), resp
+
+        for header in (
+            ("Sec-Fetch-Mode", "navigate"),
+            ("Sec-Fetch-Dest", "document"),
+            ("Sec-Fetch-User", "?1"),
+            ("Sec-Fetch-Site", "none"),
+        ):
+            resp = call(srv, "GET", url, headers=(header,))
+            assert (resp.status, errcode(resp)) == (403, "M_FORBIDDEN"), (header, resp)
+        resp = call(srv, "GET", url, headers=(("Sec-Fetch-Dest", "empty"),))
+        assert resp.status == 200, resp
+
+        resp = call(srv, "DELETE", url)
+        assert (resp.status, resp.json()) == (200, {}), resp
+        for method in ("GET", "PUT", "DELETE"):
+            body = {"sequence_token": third, "data": "x"} if method == "PUT" else None
+            resp = call(srv, method, url, body)
+            assert (resp.status, errcode(resp)) == (404, "M_NOT_FOUND"), (method, resp)
+        resp = call(srv, "GET", f"{PREFIX}/not-an-id")
+        assert (resp.status, errcode(resp)) == (404, "M_NOT_FOUND"), resp
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_both_apis_side_by_side_and_apart(server_factory: ServerFactory, store: str) -> None:
+    with synapse(server_factory, store, "open") as srv:
+        old_url, _ = create_session(srv, b"2024 payload")
+        new = create(srv, "2025 data")
+        # Each protocol's session through its own paths.
+        assert get(srv, old_url).body == b"2024 payload"
+        assert call(srv, "GET", f"{PREFIX}/{new['id']}").json_dict()["data"] == "2025 data"
+        # And not through the other's.
+        resp = call(srv, "GET", f"{PREFIX}/{session_id(old_url)}")
+        assert (resp.status, errcode(resp)) == (404, "M_NOT_FOUND"), resp
+        resp = get(srv, f"/_synapse/client/rendezvous/{new['id']}")
+        assert resp.status == 404, resp
+
+        # The check CLI plays both.
+        report = run_check(parse_target(srv.base_url), timeout=20.0)
+        assert report.exit_code == 0, report.to_json()
+        found = report.get("msc4388")
+        assert found is not None, report.to_json()
+        assert (found.verdict, "works" in found.summary) == ("OK", True), found
+        assert report.get("msc4388-retry") is None, report.to_json()
+
+
+def test_check_reports_msc4388_not_served(server: DevServer) -> None:
+    report = run_check(parse_target(server.base_url), timeout=20.0)
+    found = report.get("msc4388")
+    assert found is not None, report.to_json()
+    assert (found.verdict, "not served" in found.summary) == ("OK", True), found
+
+
+def test_ttl_outside_120_to_300_s_stops_synapse(server_factory: ServerFactory) -> None:
+    with synapse_not_started(server_factory, {"ttl": "60s"}) as srv:
+        with pytest.raises(Exception):  # noqa: B017, PT011 — the start error names the key
+            srv.start()
+        assert "ttl" in srv.log_text()
+
+
+@contextlib.contextmanager
+def synapse_not_started(
+    server_factory: ServerFactory, module_config: dict[str, object]
+) -> Iterator[DevServer]:
+    with server_factory("takeover", {**_config("memory"), **module_config}, start=False) as srv:
+        srv.extra_config["experimental_features"] = {
+            **srv.experimental_features(),
+            "msc4388_mode": "open",
+        }
+        yield srv
+
+
+# -- authenticated mode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_authenticated_mode_needs_a_token_to_create_only(
+    server_factory: ServerFactory, store: str
+) -> None:
+    with fake_mas() as mas, synapse(server_factory, store, "authenticated", mas=mas) as srv:
+        provisioned = request(
+            srv,
+            "POST",
+            "/_synapse/mas/provision_user",
+            body=json.dumps({"localpart": USER}).encode(),
+            headers=(
+                ("Content-Type", "application/json"),
+                ("Authorization", "Bearer mas-shared-secret"),
+            ),
+        )
+        assert provisioned.status in (200, 201), provisioned
+        bearer = (("Authorization", f"Bearer {VALID_TOKEN}"),)
+
+        # Signed out: discovery says so (not 401), creates are forbidden.
+        resp = call(srv, "GET", PREFIX)
+        assert (resp.status, resp.json()) == (200, {"create_available": False}), resp
+        resp = call(srv, "POST", PREFIX, {"data": "x"})
+        assert (resp.status, errcode(resp)) == (403, "M_FORBIDDEN"), resp
+        # A token MAS does not know: Synapse's own 401.
+        bad = (("Authorization", "Bearer not-a-token"),)
+        resp = call(srv, "GET", PREFIX, headers=bad)
+        assert (resp.status, errcode(resp)) == (401, "M_UNKNOWN_TOKEN"), resp
+
+        resp = call(srv, "GET", PREFIX, headers=bearer)
+        assert (resp.status, resp.json()) == (200, {"create_available": True}), resp
+        created = create(srv, "signed in", headers=bearer)
+        # The rest needs no token, as MSC4388 says.
+        url = f"{PREFIX}/{created['id']}"
+        resp = call(srv, "PUT", url, {"sequence_token": created["sequence_token"], "data": "y"})
+        assert resp.status == 200, resp
+        assert call(srv, "GET", url).json_dict()["data"] == "y"
+        assert call(srv, "DELETE", url).status == 200
+
+
+# -- the Redis store: restarts and the standalone server -------------------------------------
+
+
+@pytest.mark.redis
+def test_a_session_survives_a_restart_with_the_same_data_and_token(
+    server_factory: ServerFactory,
+) -> None:
+    with synapse(server_factory, "redis", "open") as srv:
+        created = create(srv, "kept")
+        url = f"{PREFIX}/{created['id']}"
+        srv.restart()
+        resp = call(srv, "GET", url)
+        assert resp.status == 200, resp
+        got = resp.json_dict()
+        assert (got["data"], got["sequence_token"]) == ("kept", created["sequence_token"])
+
+
+@pytest.mark.redis
+def test_sessions_are_shared_with_the_standalone_server_token_for_token(
+    server_factory: ServerFactory, session_redis: RedisServer
+) -> None:
+    """One Redis, one key prefix: the same session through Synapse and the standalone server
+    hands out byte-identical tokens, and the stale side gets the 409."""
+    config: dict[str, object] = {
+        "store": "redis",
+        "redis": {"url": session_redis.url, "key_prefix": "msc4388-shared:"},
+        "rate_limit": {"enabled": False},
+    }
+    with (
+        synapse(server_factory, "redis", "open", module_config=config) as srv,
+        StandaloneServer({**config, "msc4388": "open"}) as standalone,
+    ):
+        created = create(srv, "from synapse")
+        url = f"{PREFIX}/{created['id']}"
+        on_synapse, on_server = call(srv, "GET", url), call(standalone, "GET", url)
+        assert on_synapse.status == on_server.status == 200, (on_synapse, on_server)
+        assert on_synapse.json_dict()["sequence_token"] == created["sequence_token"]
+        assert on_server.json_dict()["sequence_token"] == created["sequence_token"]
+        assert on_server.json_dict()["data"] == "from synapse"
+
+        written = call(
+            standalone, "PUT", url, {"sequence_token": created["sequence_token"], "data": "b"}
+        )
+        assert written.status == 200, written
+        token = written.json_dict()["sequence_token"]
+        assert call(srv, "GET", url).json_dict() | {"expires_in_ms": 0} == {
+            "data": "b",
+            "sequence_token": token,
+            "expires_in_ms": 0,
+        }
+        # Synapse's side is stale now.
+        stale = call(srv, "PUT", url, {"sequence_token": created["sequence_token"], "data": "c"})
+        assert (stale.status, errcode(stale)) == (409, "IO_ELEMENT_MSC4388_CONCURRENT_WRITE")
+        # And the other way round.
+        again = call(srv, "PUT", url, {"sequence_token": token, "data": "d"})
+        assert again.status == 200, again
+        stale = call(standalone, "PUT", url, {"sequence_token": token, "data": "e"})
+        assert (stale.status, errcode(stale)) == (409, "IO_ELEMENT_MSC4388_CONCURRENT_WRITE")
+
+        # Created on the server, deleted through Synapse.
+        made = create(standalone, "from the server")
+        assert call(srv, "DELETE", f"{PREFIX}/{made['id']}").status == 200
+        assert call(standalone, "GET", f"{PREFIX}/{made['id']}").status == 404
+
+
+@pytest.mark.redis
+@pytest.mark.workers
+def test_workers_serve_msc4388_from_the_shared_store(
+    deployment_factory: DeploymentFactory, redis_factory: RedisFactory
+) -> None:
+    """Synapse registers its MSC4388 servlets on the main process only; the module adds the
+    routes to every client resource, so with the Redis store a session created on one
+    process is served by all of them, token for token."""
+    features = {"msc4108_enabled": True, "msc4388_mode": "open"}
+    with (
+        redis_factory() as redis,
+        deployment_factory(
+            "takeover",
+            {"store": "redis"},
+            redis=redis,
+            workers=2,
+            extra_config={"experimental_features": features},
+        ) as dep,
+    ):
+        main, first, second = dep.processes
+        for process in dep.processes:
+            resp = call(process, "GET", PREFIX)
+            assert (resp.status, resp.json()) == (200, {"create_available": True}), resp
+        created = create(first, "from a worker")
+        url = f"{PREFIX}/{created['id']}"
+        got = call(main, "GET", url).json_dict()
+        assert (got["data"], got["sequence_token"]) == ("from a worker", created["sequence_token"])
+        written = call(second, "PUT", url, {"sequence_token": got["sequence_token"], "data": "b"})
+        assert written.status == 200, written
+        stale = call(main, "PUT", url, {"sequence_token": got["sequence_token"], "data": "c"})
+        assert (stale.status, errcode(stale)) == (409, "IO_ELEMENT_MSC4388_CONCURRENT_WRITE")
+        assert call(main, "DELETE", url).status == 200
+        assert call(first, "GET", url).status == 404
+
+
+def test_the_module_block_has_no_msc4388_key() -> None:
+    """Synapse's switch decides; a key in the module's block would say otherwise."""
+    with pytest.raises(ConfigError) as refused:
+        RendezvousModule.parse_config({"msc4388": "open"})
+    assert "experimental_features.msc4388_mode" in str(refused.value)
+    assert refused.value.path == ["msc4388"]
+
+
+def test_the_standalone_server_checks_no_tokens() -> None:
+    """``msc4388: authenticated`` on the standalone server: nobody is signed in there (it
+    checks no tokens), so discovery says no and creates are forbidden, whatever the request
+    carries; with ``msc4388`` off the paths are unknown."""
+    with StandaloneServer({"rate_limit": {"enabled": False}, "msc4388": "authenticated"}) as srv:
+        resp = call(srv, "GET", PREFIX, headers=(("Authorization", "Bearer anything"),))
+        assert (resp.status, resp.json()) == (200, {"create_available": False}), resp
+        resp = call(srv, "POST", PREFIX, {"data": "x"}, headers=(("Authorization", "Bearer x"),))
+        assert (resp.status, errcode(resp)) == (403, "M_FORBIDDEN"), resp
+    with StandaloneServer({"rate_limit": {"enabled": False}}) as off:
+        resp = call(off, "GET", PREFIX)
+        assert (resp.status, errcode(resp)) == (404, "M_UNRECOGNIZED"), resp
