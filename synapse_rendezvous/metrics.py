@@ -27,12 +27,13 @@ if TYPE_CHECKING:
 
 PREFIX = "synapse_rendezvous"
 
-_COUNTERS = (
+#: Counted per protocol (label ``protocol``: ``msc4108``, ``msc4388``).
+_PROTOCOL_COUNTERS = (
     ("sessions_created", "Rendezvous sessions created"),
     ("sessions_deleted", "Rendezvous sessions completed by DELETE"),
-    ("sessions_expired", "Rendezvous sessions removed after they expired"),
-    ("conflicts", "Writes refused with 412 because If-Match was stale"),
+    ("conflicts", "Writes refused as concurrent: 412 (MSC4108, stale If-Match) or 409 (MSC4388)"),
     ("rate_limited", "Requests refused with 429 by a per-client limit"),
+    ("retries", "MSC4388 writes answered as idempotent retries (stale token, same data)"),
 )
 
 
@@ -72,20 +73,32 @@ def _families(readings: list[tuple[str, str, Metrics]]) -> Iterator[Metric]:
             live.add_metric([server_name, store], reading.live_sessions)
     yield live
 
-    for name, text in _COUNTERS:
-        counter = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
+    expired = CounterMetricFamily(
+        f"{PREFIX}_sessions_expired",
+        "Rendezvous sessions removed after they expired",
+        labels=labels,
+    )
+    for server_name, store, reading in readings:
+        expired.add_metric([server_name, store], reading.sessions_expired)
+    yield expired
+
+    for name, text in _PROTOCOL_COUNTERS:
+        counter = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=[*labels, "protocol"])
         for server_name, store, reading in readings:
-            counter.add_metric([server_name, store], getattr(reading, name))
+            for share in reading.by_protocol:
+                counter.add_metric([server_name, store, share.protocol], getattr(share, name))
         yield counter
 
     responses = CounterMetricFamily(
         f"{PREFIX}_responses",
-        "Rendezvous responses by request method and status code",
-        labels=["server_name", "method", "status"],
+        "Rendezvous responses by protocol, request method and status code",
+        labels=["server_name", "protocol", "method", "status"],
     )
     for server_name, _, reading in readings:
-        for method, status, count in reading.responses:
-            responses.add_metric([server_name, method, str(status) if status else "other"], count)
+        for share in reading.by_protocol:
+            for method, status, count in share.responses:
+                code = str(status) if status else "other"
+                responses.add_metric([server_name, share.protocol, method, code], count)
     yield responses
 
     errors = CounterMetricFamily(

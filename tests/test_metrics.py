@@ -14,24 +14,25 @@ import contextlib
 import itertools
 import re
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from raw_http import RawResponse, create, create_url, request
+from support.http_client import etag as _etag
+from support.http_client import get
+from support.raw_http import create, create_url, request
 
-from synapse_rendezvous.devserver import DevServer, SynapseStartError, free_port
+from devtools.synapse import SynapseServer, SynapseStartError, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     from conftest import RedisFactory, ServerVariant
 
-    from synapse_rendezvous.devredis import RedisServer
-    from synapse_rendezvous.devserver import Mode
+    from devtools.redis import RedisServer
+    from devtools.synapse import Mode
 
 #: Session lifetime by store: short, so that expiry is quick, but longer than the sequence
 #: below. With Redis the live-sessions gauge shows the count of the last background run
@@ -47,14 +48,14 @@ RATE_LIMIT: dict[str, object] = {"create": {"per_second": 0.001, "burst": CREATE
 PREFIX = "synapse_rendezvous_"
 TEXT = ("Content-Type", "text/plain")
 UNKNOWN_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
-#: The ``server_name`` of every `DevServer`, which labels every sample.
+#: The ``server_name`` of every `SynapseServer`, which labels every sample.
 SERVER_NAME = "localhost"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-class MetricsServer(DevServer):
-    """A `DevServer` that also serves Prometheus metrics on ``metrics_port``."""
+class MetricsServer(SynapseServer):
+    """A `SynapseServer` that also serves Prometheus metrics on ``metrics_port``."""
 
     def __init__(
         self,
@@ -86,10 +87,9 @@ class MetricsServer(DevServer):
 
     def scrape(self) -> Samples:
         """Every ``synapse_rendezvous_*`` sample, by name and labels."""
-        url = f"http://127.0.0.1:{self.metrics_port}/_synapse/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            assert resp.status == 200
-            text = resp.read().decode("utf-8")
+        resp = get(f"http://127.0.0.1:{self.metrics_port}/", "_synapse/metrics")
+        assert resp.status == 200, resp
+        text = resp.body.decode("utf-8")
         samples: Samples = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -139,13 +139,15 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def responses(samples: Samples) -> dict[tuple[str, str], float]:
-    """``synapse_rendezvous_responses_total`` by (method, status)."""
+    """``synapse_rendezvous_responses_total`` of MSC4108 by (method, status)."""
     found: dict[tuple[str, str], float] = {}
     for (name, labels), count in samples.items():
         if name == PREFIX + "responses_total":
             label = dict(labels)
             assert label["server_name"] == SERVER_NAME, label
-            found[(label["method"], label["status"])] = count
+            assert label["protocol"] in ("msc4108", "msc4388"), label
+            if label["protocol"] == "msc4108":
+                found[(label["method"], label["status"])] = count
     return found
 
 
@@ -160,15 +162,10 @@ def scrape_until(
         time.sleep(0.25)
 
 
-def _etag(resp: RawResponse) -> str:
-    etag = resp.header("ETag")
-    assert etag, resp
-    return etag
-
-
 # -- tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_known_sequence_is_counted_exactly(setup: Setup) -> None:
     """Three creates, a rate-limited fourth, GET 200 and 304, a PUT and a stale PUT (412), a
     DELETE: every counter says exactly that. Then, with no request at all, the two sessions
@@ -197,11 +194,14 @@ def test_a_known_sequence_is_counted_exactly(setup: Setup) -> None:
     assert time.monotonic() - started < ttl_s, "too slow: sessions may have expired already"
 
     assert value(samples, "live_sessions", store=store) == 2
-    assert value(samples, "sessions_created_total", store=store) == 3
-    assert value(samples, "sessions_deleted_total", store=store) == 1
+    assert value(samples, "sessions_created_total", store=store, protocol="msc4108") == 3
+    assert value(samples, "sessions_deleted_total", store=store, protocol="msc4108") == 1
     assert value(samples, "sessions_expired_total", store=store) == 0
-    assert value(samples, "conflicts_total", store=store) == 1
-    assert value(samples, "rate_limited_total", store=store) == 1
+    assert value(samples, "conflicts_total", store=store, protocol="msc4108") == 1
+    assert value(samples, "rate_limited_total", store=store, protocol="msc4108") == 1
+    # Nothing of MSC4388 here (it is off): zero, not missing.
+    for name in ("sessions_created_total", "conflicts_total", "retries_total"):
+        assert value(samples, name, store=store, protocol="msc4388") == 0, name
     expected_responses = {
         ("POST", "201"): 3,
         ("POST", "429"): 1,
@@ -233,11 +233,12 @@ def test_a_known_sequence_is_counted_exactly(setup: Setup) -> None:
     after = srv.scrape()
     assert value(after, "sessions_expired_total", store=store) == 2
     assert value(after, "live_sessions", store=store) == 0
-    assert value(after, "sessions_created_total", store=store) == 3
+    assert value(after, "sessions_created_total", store=store, protocol="msc4108") == 3
     # Nothing touched the sessions: no response was added.
     assert responses(after) == expected_responses
 
 
+@pytest.mark.slow
 def test_expired_sessions_are_counted_even_when_a_create_drops_them(setup: Setup) -> None:
     """Two sessions expire; a create right after their expiry (before the next background
     run, which comes every 5 s and so wins this race only rarely) drops them from the store.

@@ -13,7 +13,10 @@
 
 use std::fmt::Write;
 
-use synapse_rendezvous_core::metrics::{MetricsSnapshot, LATENCY_BUCKETS, STORE_ERROR_KINDS};
+use synapse_rendezvous_core::metrics::{
+    MetricsSnapshot, ProtocolMetrics, LATENCY_BUCKETS, STORE_ERROR_KINDS,
+};
+use synapse_rendezvous_core::Protocol;
 
 /// `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -49,53 +52,19 @@ pub fn render(
     if let Some(live) = live_sessions {
         sample(&mut out, "live_sessions", &store_label, live);
     }
-    let counters = [
-        (
-            "sessions_created",
-            "Rendezvous sessions created",
-            snapshot.sessions_created,
-        ),
-        (
-            "sessions_deleted",
-            "Rendezvous sessions completed by DELETE",
-            snapshot.sessions_deleted,
-        ),
-        (
-            "sessions_expired",
-            "Rendezvous sessions removed after they expired",
-            snapshot.sessions_expired,
-        ),
-        (
-            "conflicts",
-            "Writes refused with 412 because If-Match was stale",
-            snapshot.conflicts,
-        ),
-        (
-            "rate_limited",
-            "Requests refused with 429 by a per-client limit",
-            snapshot.rate_limited,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let name = format!("{name}_total");
-        family(&mut out, &name, "counter", help);
-        sample(&mut out, &name, &store_label, value);
-    }
     family(
         &mut out,
-        "responses_total",
+        "sessions_expired_total",
         "counter",
-        "Rendezvous responses by request method and status code",
+        "Rendezvous sessions removed after they expired",
     );
-    for (method, status, count) in &snapshot.responses {
-        let status = if *status == 0 {
-            "other".to_owned()
-        } else {
-            status.to_string()
-        };
-        let labels = format!("method=\"{method}\",status=\"{status}\"");
-        sample(&mut out, "responses_total", &labels, count);
-    }
+    sample(
+        &mut out,
+        "sessions_expired_total",
+        &store_label,
+        snapshot.sessions_expired,
+    );
+    protocol_families(&mut out, snapshot, &store_label);
     family(
         &mut out,
         "store_errors_total",
@@ -137,6 +106,66 @@ pub fn render(
     );
     server_families(&mut out, server);
     out
+}
+
+/// A per-protocol counter family: name, help text, and its value in one protocol's share.
+type Counter = (&'static str, &'static str, fn(&ProtocolMetrics) -> u64);
+
+/// The families labelled by `protocol`, as the module writes them.
+fn protocol_families(out: &mut String, snapshot: &MetricsSnapshot, store_label: &str) {
+    let counters: [Counter; 5] = [
+        ("sessions_created", "Rendezvous sessions created", |p| {
+            p.sessions_created
+        }),
+        (
+            "sessions_deleted",
+            "Rendezvous sessions completed by DELETE",
+            |p| p.sessions_deleted,
+        ),
+        (
+            "conflicts",
+            "Writes refused as concurrent: 412 (MSC4108, stale If-Match) or 409 (MSC4388)",
+            |p| p.conflicts,
+        ),
+        (
+            "rate_limited",
+            "Requests refused with 429 by a per-client limit",
+            |p| p.rate_limited,
+        ),
+        (
+            "retries",
+            "MSC4388 writes answered as idempotent retries (stale token, same data)",
+            |p| p.retries,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let name = format!("{name}_total");
+        family(out, &name, "counter", help);
+        for protocol in Protocol::ALL {
+            let labels = format!("{store_label},protocol=\"{}\"", protocol.name());
+            sample(out, &name, &labels, value(snapshot.protocol(protocol)));
+        }
+    }
+    family(
+        out,
+        "responses_total",
+        "counter",
+        "Rendezvous responses by protocol, request method and status code",
+    );
+    for protocol in Protocol::ALL {
+        for (method, status, count) in &snapshot.protocol(protocol).responses {
+            let status = if *status == 0 {
+                "other".to_owned()
+            } else {
+                status.to_string()
+            };
+            let labels = format!(
+                "protocol=\"{}\",method=\"{method}\",status=\"{status}\"",
+                protocol.name()
+            );
+            sample(out, "responses_total", &labels, count);
+        }
+    }
 }
 
 fn server_families(out: &mut String, server: &ServerStats) {
@@ -229,9 +258,17 @@ mod tests {
 
     #[test]
     fn exposition_has_the_module_families() {
+        let mut by_protocol: [ProtocolMetrics; 2] = Default::default();
+        by_protocol[Protocol::Msc4108.index()] = ProtocolMetrics {
+            sessions_created: 3,
+            responses: vec![("GET", 304, 7), ("OTHER", 0, 1)],
+            ..ProtocolMetrics::default()
+        };
+        by_protocol[Protocol::Msc4388.index()].retries = 2;
         let snapshot = MetricsSnapshot {
             sessions_created: 3,
             responses: vec![("GET", 304, 7), ("OTHER", 0, 1)],
+            by_protocol,
             latency_count: 2,
             latency_buckets: [2; LATENCY_BUCKETS.len()],
             latency_sum_seconds: 0.5,
@@ -242,9 +279,11 @@ mod tests {
             "# TYPE synapse_rendezvous_live_sessions gauge",
             "synapse_rendezvous_live_sessions{store=\"memory\"} 4",
             "# TYPE synapse_rendezvous_sessions_created_total counter",
-            "synapse_rendezvous_sessions_created_total{store=\"memory\"} 3",
-            "synapse_rendezvous_responses_total{method=\"GET\",status=\"304\"} 7",
-            "synapse_rendezvous_responses_total{method=\"OTHER\",status=\"other\"} 1",
+            "synapse_rendezvous_sessions_created_total{store=\"memory\",protocol=\"msc4108\"} 3",
+            "synapse_rendezvous_sessions_created_total{store=\"memory\",protocol=\"msc4388\"} 0",
+            "synapse_rendezvous_retries_total{store=\"memory\",protocol=\"msc4388\"} 2",
+            "synapse_rendezvous_responses_total{protocol=\"msc4108\",method=\"GET\",status=\"304\"} 7",
+            "synapse_rendezvous_responses_total{protocol=\"msc4108\",method=\"OTHER\",status=\"other\"} 1",
             "synapse_rendezvous_store_errors_total{store=\"memory\",kind=\"timeout\"} 0",
             "synapse_rendezvous_store_latency_seconds_bucket{store=\"memory\",le=\"5e-05\"} 2",
             "synapse_rendezvous_store_latency_seconds_bucket{store=\"memory\",le=\"+Inf\"} 2",
