@@ -10,7 +10,8 @@ POST (following a delegation 307), a preflight on the session URL, a read as the
 device, a conditional poll (304), a conditional write (202), a poll that must see it, a write
 with a stale ETag (412), the rules of `check_rules` over everything recorded, then DELETE and
 a read that must be 404. The session is deleted in any case, time permitting: nothing is left
-behind.
+behind. After a whole exchange, MSC4388, the 2025 API (`check_msc4388`): whether it is served,
+and if creates are open, a short exchange.
 
 What a homeserver answers decides where the check sends requests, so it is restricted: the
 session URL must be on an origin the create went to (unless ``allow_other_origin``), redirects
@@ -41,6 +42,7 @@ from synapse_rendezvous.cli.check_exchange import (
 )
 from synapse_rendezvous.cli.check_findings import Report, format_finding, format_totals
 from synapse_rendezvous.cli.check_http import HttpClient, NetworkError, redirect_target
+from synapse_rendezvous.cli.check_msc4388 import check_msc4388
 from synapse_rendezvous.cli.check_rules import RULES
 
 if TYPE_CHECKING:
@@ -248,7 +250,10 @@ def run_check(
         _versions(report, http, base_url)
         _exchange(report, http, base_url, origin, allow_other_origin)
     except Abort:
-        pass
+        return report
+    # Only after a whole MSC4108 exchange: what stopped it would stop this too, and no
+    # client uses MSC4388 where MSC4108 does not work.
+    check_msc4388(report, http, base_url, origin)
     return report
 
 
