@@ -32,7 +32,7 @@ tests are about Synapse itself), minus the tests marked ``homeserver``;
 
 Tests marked ``semantic`` (pure semantics of the API that Synapse, Twisted and the server
 cannot break: ETag values, expiry arithmetic, payload equality; the Rust spec tests in
-``rust/core/tests/spec.rs`` are their spec) run only in `SEMANTIC_VARIANTS` (``takeover`` on
+``rust/core/tests/spec/`` are their spec) run only in `SEMANTIC_VARIANTS` (``takeover`` on
 memory, ``standalone-redis``, and ``builtin`` for the self-check); what the hosts can break
 (routing per mode, header writing, HEAD and 304 framing, CORS, the delegation redirect, limits
 through real addresses, restarts) stays unmarked and runs in every variant.
