@@ -437,3 +437,34 @@ def test_the_standalone_server_checks_no_tokens() -> None:
     with StandaloneServer({"rate_limit": {"enabled": False}}) as off:
         resp = call(off, "GET", PREFIX)
         assert (resp.status, errcode(resp)) == (404, "M_UNRECOGNIZED"), resp
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_capacity_and_rate_limits_cover_msc4388(server_factory: ServerFactory, store: str) -> None:
+    """One capacity for both protocols, never evicting; the session bucket shared with
+    MSC4108's requests, with 429 M_LIMIT_EXCEEDED and Retry-After."""
+    limits = {
+        "capacity": 2,
+        "rate_limit": {
+            "enabled": True,
+            "create": {"per_second": 0.001, "burst": 3},
+            "session": {"per_second": 0.001, "burst": 3},
+            "max_sessions_per_ip": 100,
+        },
+    }
+    with synapse(server_factory, store, "open", module_config=limits) as srv:
+        old_url, _ = create_session(srv, b"2024")
+        new = create(srv, "2025")
+        full = call(srv, "POST", PREFIX, {"data": "third"})
+        assert (full.status, errcode(full)) == (429, "M_LIMIT_EXCEEDED"), full
+        assert full.header("Retry-After") is not None, full
+        # Nothing was evicted to make room.
+        assert get(srv, old_url).status == 200
+        url = f"{PREFIX}/{new['id']}"
+        # The session bucket: 3 requests, the 4th is limited (the GET above was MSC4108's,
+        # from the same client: the bucket is shared).
+        assert call(srv, "GET", url).status == 200
+        assert call(srv, "GET", url).status == 200
+        limited = call(srv, "GET", url)
+        assert (limited.status, errcode(limited)) == (429, "M_LIMIT_EXCEEDED"), limited
+        assert limited.header("Retry-After") is not None, limited
