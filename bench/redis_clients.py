@@ -181,14 +181,24 @@ async def _run(redis: RedisServer, calls: int, depth: int, pool: int) -> dict[st
     source = (SCRIPTS / "common.lua").read_text() + (SCRIPTS / "read.lua").read_text()
     client = await txredisapi.ConnectionPool("127.0.0.1", redis.port, poolsize=4)
     sha = await client.script_load(source)
-    session_key = f"{PREFIX}session:{path.decode().rsplit('/', 1)[1]}"
+    session_id = path.decode().rsplit("/", 1)[1]
+    session_key = f"{PREFIX}session:{session_id}"
     tag = etag.decode().strip('"')
+    # read.lua's layout (see its header): no clock, no limit, then what the forged-state
+    # check needs (prefix, id, max payload, ttl in ms), then If-None-Match: one tag.
+    keys = [f"{PREFIX}bucket:none", session_key, f"{PREFIX}sessions"]
+    args = ["", "", "", PREFIX, session_id, "4096", "120000", "0", tag]
 
     def evalsha(finished: Callable[[], None]) -> None:
-        call = client.evalsha(
-            sha, keys=[f"{PREFIX}bucket:none", session_key], args=["", "", "", "0", tag]
-        )
-        call.addCallback(lambda _: finished())
+        call = client.evalsha(sha, keys=keys, args=args)
+
+        def check(reply: Any) -> None:
+            # 5: the 304 answer; anything else means the call is not the one measured.
+            if not reply or reply[0] != 5:
+                raise RuntimeError(f"read.lua answered {reply!r}, not a 304")
+            finished()
+
+        call.addCallback(check)
 
     results["txredisapi"] = await _measure("txredisapi", calls, depth, evalsha)
     await client.disconnect()
