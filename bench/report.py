@@ -659,7 +659,12 @@ class Report:
             "Cache-Control, Pragma, two CORS headers, Content-Type, Content-Length), and Twisted "
             "writes every header line in Python. That, plus the handler, is the gap; none of "
             "those headers can go without breaking a client or a proxy.",
-            "- **Redis store vs memory store (target 0.9x req/s, 1.2x CPU).** Synapse is "
+            "- **Redis store vs memory store (target 0.9x req/s, 1.2x CPU).** Not yet "
+            "profiled: the run of 2026-12-02 18:54 UTC, after the forged-state checks in the "
+            "scripts and MSC4388, gave 0.67-0.90x and up to 1.49x CPU per request at 32 (most "
+            "at create, GET 200 and PUT), against 0.85-1.08x and at most 1.14x in the run the "
+            "rest of this paragraph describes, before those changes. What follows explains "
+            "that earlier run. Synapse is "
             "CPU-bound here (one core, its GIL), so throughput follows CPU per request. The "
             "Redis path adds 6-29 us of Synapse CPU (3-14 %) to requests of 180-210 us at 8 "
             "and 32 concurrent requests; it misses 0.9x only for GET 200 and PUT at 8 (0.85-0.86x "
