@@ -19,13 +19,14 @@ import os
 import signal
 import subprocess
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Self
 
 from synapse_rendezvous.devserver import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
+    from types import TracebackType
 
 __all__ = ["ADDRESS_IN_USE", "LoopbackPort", "ManagedProcess", "free_port", "tail"]
 
@@ -223,3 +224,46 @@ class ManagedProcess:
         for handle in self._outputs:
             handle.close()
         self._outputs = []
+
+
+class ManagedServer:
+    """What every server of the tests built on a `ManagedProcess` (``self._proc``) shares:
+    its process's state, and ``with server:`` starting it and always ending it (`end`)."""
+
+    _proc: ManagedProcess
+
+    @property
+    def running(self) -> bool:
+        return self._proc.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has exited (negative: killed by a signal)."""
+        return self._proc.returncode
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """What leaving ``with`` does: stop the process (and free what it holds)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.end()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end()

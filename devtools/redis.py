@@ -22,12 +22,8 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from devtools.process import LoopbackPort, ManagedProcess, tail
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from devtools.process import LoopbackPort, ManagedProcess, ManagedServer, tail
 
 __all__ = ["RedisBinaryMissing", "RedisError", "RedisServer", "find_redis_cli", "find_redis_server"]
 
@@ -71,7 +67,7 @@ def find_redis_cli(server: str) -> str:
     )
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """A ``redis-server`` on ``127.0.0.1:port``; ``port`` is picked free unless given."""
 
     def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
@@ -93,14 +89,6 @@ class RedisServer:
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``, for the module's ``redis.url``."""
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
 
     @property
     def log_path(self) -> Path:
@@ -236,20 +224,5 @@ class RedisServer:
         )
         return int(self.execute("EVAL", script, 0, prefix))
 
-    # -- context manager --------------------------------------------------------------------
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.close()

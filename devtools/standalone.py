@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from devtools.process import LoopbackPort, ManagedProcess, tail
+from devtools.process import LoopbackPort, ManagedProcess, ManagedServer, tail
 
 if TYPE_CHECKING:
     import signal
     from collections.abc import Mapping
-    from types import TracebackType
 
     from devtools.synapse import LogRecord
 
@@ -69,7 +68,7 @@ def binary() -> Path:
     return max(existing, key=lambda path: path.stat().st_mtime)
 
 
-class StandaloneServer:
+class StandaloneServer(ManagedServer):
     """``synapse-rendezvous-server`` on 127.0.0.1 in a throwaway work directory.
 
     ``config`` holds the module's keys (``ttl``, ``store``, ``redis``, ``rate_limit``...);
@@ -132,18 +131,6 @@ class StandaloneServer:
 
     # -- process control --------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
-
     def start(self, timeout: float = 30.0) -> None:
         """Starts the server and waits until ``/health`` answers 200, within ``timeout``.
 
@@ -201,25 +188,12 @@ class StandaloneServer:
         except OSError:
             return ""
 
+    def end(self) -> None:
+        self.stop()
+
     def log_records(self) -> list[LogRecord]:
         """Synapse's log records: a standalone server has none (see `log_text`)."""
         return []
-
-    def __enter__(self) -> StandaloneServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _answers(url: str) -> bool:
