@@ -25,7 +25,7 @@ use synapse_rendezvous_core::{parse_duration, Config, ConfigError, StoreConfig};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 
 /// Every key this file adds to the module's.
-pub const SERVER_KEYS: [&str; 10] = [
+pub const SERVER_KEYS: [&str; 11] = [
     "listen",
     "public_base_url",
     "metrics_listen",
@@ -33,6 +33,7 @@ pub const SERVER_KEYS: [&str; 10] = [
     "request_timeout",
     "max_connections",
     "max_header_bytes",
+    "worker_threads",
     "log_format",
     "log_level",
     "redis_tls",
@@ -79,6 +80,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest request line plus headers, in bytes.
     pub max_header_bytes: usize,
+    /// Threads serving requests; `None` for one per CPU. Fewer than the CPUs leaves room
+    /// for what shares the machine (Redis, a proxy): every thread handing work to another
+    /// costs a wake-up.
+    pub worker_threads: Option<usize>,
     /// How log lines look.
     pub log_format: LogFormat,
     /// The least severe level logged.
@@ -227,6 +232,9 @@ impl Settings {
         let max_header_bytes = get("max_header_bytes").map_or(Ok(16_384), |value| {
             integer("max_header_bytes", value, 8_192, 1_048_576)
         })?;
+        let worker_threads = get("worker_threads")
+            .map(|value| integer("worker_threads", value, 1, 1024))
+            .transpose()?;
         let (log_format, log_level) = logging(get("log_format"), get("log_level"))?;
         let redis_tls = get("redis_tls")
             .map(|value| redis_tls(value, &core))
@@ -241,6 +249,7 @@ impl Settings {
             request_timeout,
             max_connections,
             max_header_bytes,
+            worker_threads,
             log_format,
             log_level,
             redis_tls,
@@ -436,6 +445,7 @@ mod tests {
         assert_eq!(settings.request_timeout, Duration::from_secs(10));
         assert_eq!(settings.max_connections, 10_000);
         assert_eq!(settings.max_header_bytes, 16_384);
+        assert_eq!(settings.worker_threads, None);
         assert_eq!(settings.log_format, LogFormat::Text);
         assert_eq!(settings.log_level, tracing::Level::INFO);
     }
@@ -447,6 +457,7 @@ mod tests {
              listen: [\"127.0.0.1:8090\", \"[::1]:8090\"]\n\
              metrics_listen: 127.0.0.1:9100\n\
              drain_timeout: 3s\n\
+             worker_threads: 1\n\
              log_format: json\n\
              log_level: debug\n\
              ttl: 90s\n\
@@ -459,6 +470,7 @@ mod tests {
         .unwrap();
         assert_eq!(settings.listen.len(), 2);
         assert!(settings.listen[1].is_ipv6());
+        assert_eq!(settings.worker_threads, Some(1));
         assert_eq!(
             settings.metrics_listen,
             Some("127.0.0.1:9100".parse().unwrap())
@@ -514,6 +526,10 @@ mod tests {
         assert_eq!(
             key_of(&format!("{BASE}max_header_bytes: 100\n")),
             "max_header_bytes"
+        );
+        assert_eq!(
+            key_of(&format!("{BASE}worker_threads: 0\n")),
+            "worker_threads"
         );
         assert_eq!(key_of(&format!("{BASE}log_format: xml\n")), "log_format");
         assert_eq!(key_of(&format!("{BASE}log_level: loud\n")), "log_level");

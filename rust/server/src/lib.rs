@@ -80,7 +80,11 @@ pub fn run(settings: &Settings) -> Result<(), Failure> {
                 .map_err(Failure::Config)?;
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("rendezvous")
         .build()
