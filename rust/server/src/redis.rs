@@ -8,6 +8,10 @@
 //! takes every call that has arrived, lets the link write them (pipelined, one connection
 //! filled before the next), writes each connection's bytes in one system call, and reads
 //! every reply that has arrived: under load, one wake-up carries many requests each way.
+//! Calls that have just arrived wait once for every other task ready to run on the
+//! task's thread before they are written (`yield_now`, which tokio wakes only once the
+//! thread has nothing else to do): otherwise tokio runs the task right after each request
+//! that hands it a call, and every call costs a system call of its own.
 //! A task of its own (rather than a lock around the link, taken by each request) keeps the
 //! sockets' readiness and the link's timer in one place, as Twisted's reactor does for the
 //! module, and lets the batching happen without any request waiting for another.
@@ -19,9 +23,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -147,6 +151,8 @@ impl RedisLink {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_at: None,
             up: up.clone(),
+            fresh_calls: false,
+            deferral: None,
         };
         let driver = tokio::spawn(driver.run());
         Ok(Self {
@@ -245,6 +251,10 @@ struct Driver {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     up: Arc<AtomicUsize>,
+    /// Calls arrived since the last write to the sockets.
+    fresh_calls: bool,
+    /// The wait for the other ready tasks before those calls are written.
+    deferral: Option<Arc<Deferral>>,
 }
 
 impl Driver {
@@ -261,8 +271,10 @@ impl Driver {
                 busy |= self.poll_slot(index, cx, now);
             }
             busy |= self.apply_effects(now);
-            for index in 0..self.slots.len() {
-                busy |= self.flush(index, cx, now);
+            if self.writes_may_go(cx) {
+                for index in 0..self.slots.len() {
+                    busy |= self.flush(index, cx, now);
+                }
             }
             busy |= self.apply_effects(now);
             if self.closed {
@@ -307,6 +319,7 @@ impl Driver {
                 busy = true;
             }
             Poll::Ready(_) => {
+                self.fresh_calls = true;
                 for submission in self.inbox.drain(..) {
                     self.link.submit(
                         submission.reply,
@@ -321,6 +334,24 @@ impl Driver {
             Poll::Pending => {}
         }
         busy
+    }
+
+    /// Whether the sockets may be written now: not while calls that just arrived wait for
+    /// the other ready tasks' calls, so that all of them go out in one write.
+    fn writes_may_go(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(deferral) = &self.deferral {
+            if !deferral.fired(cx.waker()) {
+                return false;
+            }
+            self.deferral = None;
+            self.fresh_calls = false;
+            return true;
+        }
+        if !self.fresh_calls || self.closed {
+            return true;
+        }
+        self.deferral = Some(Deferral::start(cx.waker()));
+        false
     }
 
     /// Connects, reads what arrived; whether anything happened.
@@ -536,6 +567,63 @@ impl Driver {
         self.timer_at = None;
         self.link.tick(now, &mut self.effects);
         true
+    }
+}
+
+/// A wake-up once the thread has run every other task ready now. `tokio::task::yield_now`
+/// asks tokio for exactly that, but its future is ready on its next poll whatever woke the
+/// task, and the driver is polled again as soon as a request hands it a call; so the
+/// deferred wake-up is caught here and remembered.
+struct Deferral {
+    fired: AtomicBool,
+    waker: Mutex<Waker>,
+}
+
+impl Deferral {
+    fn start(waker: &Waker) -> Arc<Self> {
+        let deferral = Arc::new(Self {
+            fired: AtomicBool::new(false),
+            waker: Mutex::new(waker.clone()),
+        });
+        let deferred = Waker::from(deferral.clone());
+        let mut yielding = std::pin::pin!(tokio::task::yield_now());
+        // The first poll only hands `deferred` to tokio; outside a runtime it wakes at once.
+        if yielding
+            .as_mut()
+            .poll(&mut Context::from_waker(&deferred))
+            .is_ready()
+        {
+            deferral.fired.store(true, Ordering::Release);
+        }
+        deferral
+    }
+
+    /// Whether the wake-up came; if not, it will wake `waker`.
+    fn fired(&self, waker: &Waker) -> bool {
+        if self.fired.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut current = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        if !current.will_wake(waker) {
+            current.clone_from(waker);
+        }
+        drop(current);
+        // It may have come while the waker was swapped: then the old one was woken.
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
+impl Wake for Deferral {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wake_by_ref();
     }
 }
 
