@@ -96,11 +96,14 @@ NATIVE_LABELS: Mapping[NativeImpl, str] = {
 }
 
 #: Like the module's: no rate limits (one address sends everything). The creates of a run
-#: stay alive until their TTL, so it is short and the capacity large.
+#: stay alive until their TTL, so it is short and the capacity large. One worker thread:
+#: oha and Redis share the machine's two cores with the server, and a second thread only
+#: adds hand-overs (measured in docs/performance.md).
 STANDALONE_CONFIG: Mapping[str, object] = {
     "rate_limit": {"enabled": False},
     "capacity": 1_000_000,
     "ttl": "30s",
+    "worker_threads": 1,
 }
 
 
