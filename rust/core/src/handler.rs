@@ -273,7 +273,7 @@ impl Rendezvous {
                         .ok_or(ErrorKind::MissingHeader("If-Match"))?;
                 let id = id.ok_or(ErrorKind::SessionNotFound)?;
                 let payload = request.body().clone();
-                let etag = EntityTag::generate(id, &payload, &*self.entropy)
+                let etag = EntityTag::generate(id, &*self.entropy)
                     .map_err(|error| Answer::internal(error.to_string()))?;
                 let action = Action::Replace {
                     id,
@@ -395,7 +395,7 @@ impl Rendezvous {
         )?;
         let payload = request.body().clone();
         let fresh = SessionId::generate(now, &*self.entropy)
-            .and_then(|id| Ok((id, EntityTag::generate(id, &payload, &*self.entropy)?)));
+            .and_then(|id| Ok((id, EntityTag::generate(id, &*self.entropy)?)));
         let (id, etag) = fresh.map_err(|error| Answer::internal(error.to_string()))?;
         let (quota, groups) = self.quota_and_groups(request);
         let action = Action::Create(NewSession {

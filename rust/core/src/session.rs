@@ -76,7 +76,7 @@ impl Session {
         entropy: &dyn Entropy,
     ) -> Result<Self, EntropyError> {
         let id = SessionId::generate(now, entropy)?;
-        let etag = EntityTag::generate(id, &payload, entropy)?;
+        let etag = EntityTag::generate(id, entropy)?;
         Ok(Self {
             id,
             protocol: Protocol::Msc4108,

@@ -380,7 +380,7 @@ mod tests {
         NewSession {
             id,
             payload: Bytes::from_static(b"hello"),
-            etag: EntityTag::for_version(id, &[0; 16], b"hello"),
+            etag: EntityTag::for_version(id, &[0; 16]),
             ttl: TTL,
             quota,
             groups: Vec::new(),

@@ -17,7 +17,7 @@ pub fn new_session(payload: &[u8]) -> NewSession {
     let payload = Bytes::copy_from_slice(payload);
     NewSession {
         id,
-        etag: EntityTag::generate(id, &payload, &SystemEntropy).expect("entropy"),
+        etag: EntityTag::generate(id, &SystemEntropy).expect("entropy"),
         payload,
         ttl: TTL,
         quota: None,
@@ -57,7 +57,7 @@ pub fn replace(id: SessionId, if_match: EntityTagList, payload: &[u8]) -> Action
     Action::Replace {
         id,
         if_match,
-        etag: EntityTag::generate(id, &payload, &SystemEntropy).expect("entropy"),
+        etag: EntityTag::generate(id, &SystemEntropy).expect("entropy"),
         payload,
     }
 }

@@ -50,7 +50,7 @@ fn new_session(payload: &[u8], ttl: Duration) -> NewSession {
     let payload = Bytes::copy_from_slice(payload);
     NewSession {
         id,
-        etag: EntityTag::generate(id, &payload, &SystemEntropy).unwrap(),
+        etag: EntityTag::generate(id, &SystemEntropy).unwrap(),
         payload,
         ttl,
         quota: None,
@@ -103,7 +103,7 @@ fn read(id: SessionId) -> Action {
 /// A replace of `id` by `payload` under `if_match`, and the tag the new version gets.
 fn replace(id: SessionId, if_match: EntityTagList, payload: &[u8]) -> (Action, EntityTag) {
     let payload = Bytes::copy_from_slice(payload);
-    let etag = EntityTag::generate(id, &payload, &SystemEntropy).unwrap();
+    let etag = EntityTag::generate(id, &SystemEntropy).unwrap();
     let action = Action::Replace {
         id,
         if_match,
