@@ -389,6 +389,11 @@ NATIVE_EXPECTED = {"get304": 304, "get200": 200, "put": 202, "create": 201, "tri
 #: Creates run for a number of requests rather than a time: every one leaves a session alive
 #: (until the standalone servers' 30 s TTL), and a fixed count bounds the memory they take.
 CREATES = 20_000
+#: The targets' cells (c=32) run this many rounds, each implementation once per round; the
+#: report takes each cell's median. This machine's speed drifts by 20 % within minutes, and
+#: one round left the ratios to that drift.
+TARGET_CONCURRENCY = 32
+TARGET_ROUNDS = 3
 
 
 class NativeBench:
@@ -469,7 +474,8 @@ class NativeBench:
                 impls: list[NativeImpl] = ["builtin", "standalone-memory", "standalone-redis"]
                 if op == "get304":
                     impls.append("ceiling")
-                cells.append((op, concurrency, impls))
+                rounds = TARGET_ROUNDS if concurrency == TARGET_CONCURRENCY else 1
+                cells.extend((op, concurrency, impls) for _ in range(rounds))
         for turn, (op, concurrency, impls) in enumerate(cells):
             rotation = impls[turn % len(impls) :] + impls[: turn % len(impls)]
             for impl in rotation:
