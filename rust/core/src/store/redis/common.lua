@@ -94,7 +94,8 @@ local function trim(index, prefix, now, limit)
   return #ended
 end
 
--- The validators of a live session: {etag, last_modified, expires}, or nil and the status
+-- The validators of a live session and its payload's length in bytes:
+-- {etag, last_modified, expires, length}, or nil and the status
 -- to answer (4: no live session, 10: a hash with fields missing, 11: a session this store
 -- cannot have written, with a payload over `max` bytes or an expiry beyond now + `ttl`,
 -- which is dropped). `index`, `prefix` and `id` locate it for the drop.
@@ -114,10 +115,12 @@ local function live_meta(key, now, index, prefix, id, max, ttl)
   if expires <= now then
     return nil, 4
   end
-  if expires > now + tonumber(ttl) or redis.call('HSTRLEN', key, 'payload') > tonumber(max) then
+  local length = redis.call('HSTRLEN', key, 'payload')
+  if expires > now + tonumber(ttl) or length > tonumber(max) then
     drop(index, prefix, id)
     return nil, 11
   end
+  meta[4] = length
   return meta
 end
 

@@ -17,6 +17,6 @@ if not meta then
   return {status, now}
 end
 if matches(meta[1], 8) then
-  return {5, now, meta[1], meta[2], meta[3], redis.call('HSTRLEN', KEYS[2], 'payload')}
+  return {5, now, meta[1], meta[2], meta[3], meta[4]}
 end
 return {6, now, meta[1], meta[2], meta[3], redis.call('HGET', KEYS[2], 'payload')}
