@@ -687,6 +687,26 @@ class Report:
             "net of Synapse's own allocator churn (what the built-in grows by for the same "
             "creates), about 4 270 B per 4 KiB session, that is payload + about 180 B. The "
             "gross RSS figure moves by a few MiB between runs.",
+            "- **Standalone server vs the built-in (20x on the memory store, 10x on Redis, at "
+            "c=32).** Three processes share the two cores: oha (13-20 us of CPU per request), "
+            "the server and, for the Redis store, redis-server. Per request at c=32 "
+            "(`python -m bench.profile_native`, 2026-12-02): on the memory store, 14-15 us of "
+            "server CPU for a 4 KiB PUT and 10-12 us for a GET 304; on the Redis store, 25-29 "
+            "us of server CPU plus 17-21 us of redis-server's for a PUT, and 19-22 plus 10-12 "
+            "us for a GET 304. About half of the server's CPU is the kernel's TCP work for the "
+            "read and the write every request needs. Three changes came from profiling: the "
+            "bench runs the server with one worker thread, since a second only added "
+            "hand-overs between threads (0.32 against 0.04 context switches per request, and a "
+            "p99 2-3x higher). Calls that arrive together now go to Redis in one write (sends "
+            "per request fell from 1.0 to 0.1-0.2). The ETag no longer hashes the payload: "
+            "SHA-256 over 4 KiB was 16 % of the server's CPU per PUT. What is left on the Redis "
+            "store is mostly in redis-server: 23 % of its time per PUT goes into hashing every "
+            "byte of the 4 KiB payload argument as Redis 7's Lua turns it into a string. "
+            "Avoiding that means keeping the payload out of the script: its own key, written "
+            "and read by plain commands in one MULTI with the script. That changes the layout "
+            "the module shares, so it was not done here. Tried and dropped: mimalloc as the "
+            "server's allocator (no gain within the noise). The built-in's own speed moved "
+            "between 2 100 and 3 400 req/s at c=32 during the day, and the ratios move with it.",
             "",
             "## Choosing the Redis store's I/O",
             "",
