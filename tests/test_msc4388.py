@@ -468,3 +468,45 @@ def test_capacity_and_rate_limits_cover_msc4388(server_factory: ServerFactory, s
         limited = call(srv, "GET", url)
         assert (limited.status, errcode(limited)) == (429, "M_LIMIT_EXCEEDED"), limited
         assert limited.header("Retry-After") is not None, limited
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_create_rate_limit_covers_msc4388(server_factory: ServerFactory, store: str) -> None:
+    """The create bucket on its own, with capacity far out of reach: the third create is
+    429 M_LIMIT_EXCEEDED, told to wait for the bucket's refill (not for a session to end,
+    as a full store says), the bucket is the one MSC4108's creates take from, and the
+    sessions that exist go on working."""
+    limits = {
+        "capacity": 10_000,
+        "rate_limit": {
+            "enabled": True,
+            "create": {"per_second": 0.001, "burst": 2},
+            "session": {"per_second": 1000, "burst": 1000},
+            "max_sessions_per_ip": 100,
+        },
+    }
+    with synapse(server_factory, store, "open", module_config=limits) as srv:
+        first = create(srv, "first")
+        create(srv, "second")
+        limited = call(srv, "POST", PREFIX, {"data": "third"})
+        assert (limited.status, errcode(limited)) == (429, "M_LIMIT_EXCEEDED"), limited
+        # One token per 1000 s: the wait is the refill's, far beyond any session's ttl.
+        retry_after = int(limited.header("Retry-After") or 0)
+        assert 900 <= retry_after <= 1000, limited
+        assert 900_000 <= int(str(limited.json_dict()["retry_after_ms"])) <= 1_000_000, limited
+        # The 2024 API's creates draw on the same bucket.
+        old = request(
+            srv,
+            "POST",
+            "/_matrix/client/unstable/org.matrix.msc4108/rendezvous",
+            body=b"x",
+            headers=(("Content-Type", "text/plain"),),
+        )
+        assert (old.status, errcode(old)) == (429, "M_LIMIT_EXCEEDED"), old
+        url = f"{PREFIX}/{first['id']}"
+        read = call(srv, "GET", url)
+        assert read.status == 200, read
+        written = call(
+            srv, "PUT", url, {"sequence_token": read.json_dict()["sequence_token"], "data": "2"}
+        )
+        assert written.status == 200, written
