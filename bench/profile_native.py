@@ -3,6 +3,7 @@ optionally, ``perf`` attached to the server or to redis-server: how the figures 
 docs/performance.md's "What limits the targets that miss" were found.
 
     .venv/bin/python -m bench.profile_native redis put                  # CPU per request
+    .venv/bin/python -m bench.profile_native redis put --unix           # Redis over a UNIX socket
     .venv/bin/python -m bench.profile_native redis put --perf server    # perf record -g
     .venv/bin/python -m bench.profile_native redis put --perf redis \\
         --events raw_syscalls:sys_enter,context-switches                # perf stat
@@ -39,14 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--payload", type=int, default=4096)
+    parser.add_argument(
+        "--unix", action="store_true", help="the server reaches Redis over a UNIX socket"
+    )
     parser.add_argument("--perf", choices=("server", "redis"), help="attach perf to it")
     parser.add_argument("--events", help="perf stat these events instead of perf record")
     parser.add_argument("--out", type=Path, default=Path("perf.data"), help="perf's output")
     args = parser.parse_args(argv)
     oha = find_oha(None)
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as workdir:
-        redis = stack.enter_context(RedisServer())
-        server = stack.enter_context(make_standalone(args.store, redis.url))
+        redis = stack.enter_context(RedisServer(unix_socket=args.unix))
+        redis_url = redis.unix_url if args.unix else redis.url
+        server = stack.enter_context(make_standalone(args.store, redis_url))
         body = Path(workdir) / "payload"
         body.write_bytes(b"x" * args.payload)
         url, etag = _create(server.base_url + CREATE_PATH, body.read_bytes())

@@ -68,11 +68,15 @@ def find_redis_cli(server: str) -> str:
 
 
 class RedisServer(ManagedServer):
-    """A ``redis-server`` on ``127.0.0.1:port``; ``port`` is picked free unless given."""
+    """A ``redis-server`` on ``127.0.0.1:port``; ``port`` is picked free unless given. With
+    ``unix_socket``, it listens on a UNIX socket in its directory too (`unix_url`)."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, unix_socket: bool = False
+    ) -> None:
         self._port = LoopbackPort(port)
         self._binary = binary
+        self._unix_socket = unix_socket
         self.workdir = Path(tempfile.mkdtemp(prefix="rendezvous-redis-"))
         self._proc = ManagedProcess("redis-server", error=RedisError)
         self.starts = 0
@@ -89,6 +93,13 @@ class RedisServer(ManagedServer):
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``, for the module's ``redis.url``."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """``unix:///DIR/redis.sock``, when started with ``unix_socket``."""
+        if not self._unix_socket:
+            raise RedisError("this redis-server was not started with a UNIX socket")
+        return f"unix://{self.workdir / 'redis.sock'}"
 
     @property
     def log_path(self) -> Path:
@@ -109,8 +120,10 @@ class RedisServer(ManagedServer):
         return self._binary or find_redis_server()
 
     def command(self) -> list[str]:
+        unix = ["--unixsocket", str(self.workdir / "redis.sock"), "--unixsocketperm", "700"]
         return [
             self.binary(),
+            *(unix if self._unix_socket else []),
             "--port",
             str(self.port),
             "--bind",
