@@ -1,0 +1,136 @@
+"""The two ways docs/standalone.md installs the standalone server, run as written there:
+
+- ``cargo install --locked --path rust/server`` (into a root of the test's own, reusing this
+  checkout's debug build so that it takes seconds), and the installed binary serves;
+- ``pip wheel --no-deps -w dist ./rust/server`` builds a wheel (maturin's ``bin`` bindings)
+  that carries the binary as a console command; installed into a fresh venv with no Rust
+  toolchain on PATH, that command serves a whole exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from support.http_client import SESSION_ROOT, get, request
+
+from devtools.standalone import BINARY_ENV, StandaloneServer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_TIMEOUT = 900
+COMMAND = "synapse-rendezvous-server"
+
+
+def _without_rust(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with every cargo and rustup directory off PATH."""
+    path = os.pathsep.join(
+        entry
+        for entry in env.get("PATH", "").split(os.pathsep)
+        if ".cargo" not in entry and "rustup" not in entry
+    )
+    return {**env, "PATH": path, "CARGO_HOME": "/nonexistent", "RUSTUP_HOME": "/nonexistent"}
+
+
+def _target_dir() -> str:
+    done = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--locked"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return str(json.loads(done.stdout)["target_directory"])
+
+
+def _serves(program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``program`` starts as the server and answers a create and a read."""
+    monkeypatch.setenv(BINARY_ENV, str(program))
+    with StandaloneServer({"rate_limit": {"enabled": False}}) as server:
+        created = request(
+            server, "POST", SESSION_ROOT, body=b"offer", headers=(("Content-Type", "text/plain"),)
+        )
+        assert created.status == 201, created
+        url = created.json_dict()["url"]
+        assert isinstance(url, str)
+        assert get(server, url).body == b"offer"
+
+
+def test_cargo_install_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    subprocess.run(
+        [
+            "cargo",
+            "install",
+            "--locked",
+            "--path",
+            "rust/server",
+            "--root",
+            str(root),
+            # The debug profile this checkout's tests built already: seconds, not minutes.
+            "--debug",
+            "--target-dir",
+            _target_dir(),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    program = root / "bin" / COMMAND
+    version = subprocess.run(
+        [str(program), "--version"], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert version.stdout.startswith(f"{COMMAND} "), version
+    _serves(program, monkeypatch)
+
+
+def test_pip_installs_the_server_without_rust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(dist),
+            "./rust/server",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    (wheel,) = dist.glob("synapse_rendezvous_server-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        scripts = [name for name in archive.namelist() if name.endswith(f".data/scripts/{COMMAND}")]
+    assert len(scripts) == 1, scripts
+
+    venv = tmp_path / "venv"
+    env = _without_rust(dict(os.environ))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
+    subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
+    program = venv / "bin" / COMMAND
+    version = subprocess.run(
+        [str(program), "--version"], capture_output=True, text=True, check=True, timeout=30, env=env
+    )
+    assert version.stdout.startswith(f"{COMMAND} "), version
+    _serves(program, monkeypatch)
