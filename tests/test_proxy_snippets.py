@@ -14,6 +14,10 @@ For each proxy:
 - a stopped server costs no request: with one of the three stopped (its listener closed),
   every create and read through the proxy succeeds, as the doc says of its retry settings.
 
+And nginx's block for the memory store: two servers on the memory store, each with a
+``public_base_url`` under a path prefix of its own, the creates balanced between them and every
+session found again through its URL, on whichever server made it.
+
 Traefik is not packaged by Debian, so its snippet is not run here.
 """
 
@@ -71,6 +75,18 @@ class Deployment:
         return self.call("POST", SESSION_ROOT, body=body, headers=(TEXT, *headers), source=source)
 
 
+def _start(stack: contextlib.ExitStack, proxy: DocProxy) -> None:
+    """Starts ``proxy`` within ``stack``; a proxy that does not start fails the test with
+    its log."""
+    failed = None
+    try:
+        stack.enter_context(proxy)
+    except ProxyError as exc:
+        failed = str(exc)
+    if failed is not None:
+        pytest.fail(failed, pytrace=False)
+
+
 @pytest.fixture(params=PROXIES)
 def deployment(request: pytest.FixtureRequest, redis_factory: RedisFactory) -> Iterator[Deployment]:
     name: ProxyName = request.param
@@ -99,13 +115,7 @@ def deployment(request: pytest.FixtureRequest, redis_factory: RedisFactory) -> I
             for _ in DOC_UPSTREAMS
         ]
         proxy = DocProxy(name, [server.port for server in servers], proxy_port)
-        failed = None
-        try:
-            stack.enter_context(proxy)
-        except ProxyError as exc:
-            failed = str(exc)
-        if failed is not None:
-            pytest.fail(failed, pytrace=False)
+        _start(stack, proxy)
         yield Deployment(proxy, servers)
 
 
@@ -165,3 +175,39 @@ def test_a_stopped_server_costs_no_request(deployment: Deployment) -> None:
         assert isinstance(url, str)
         read = deployment.call("GET", url, source=source)
         assert (read.status, read.body) == (200, b"offer"), (n, read)
+
+
+def test_the_memory_store_block_finds_each_session_on_its_server() -> None:
+    proxy_port = free_port()
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                StandaloneServer(
+                    {"rate_limit": {"enabled": False}},
+                    server_config={
+                        "public_base_url": f"http://127.0.0.1:{proxy_port}/rendezvous-{n}/"
+                    },
+                )
+            )
+            for n in (1, 2)
+        ]
+        proxy = DocProxy("nginx", [server.port for server in servers], proxy_port, "memory")
+        _start(stack, proxy)
+        deployment = Deployment(proxy, servers)
+        urls = []
+        for n in range(6):
+            created = deployment.create(f"offer {n}".encode())
+            assert created.status == 201, created
+            url = created.json_dict()["url"]
+            assert isinstance(url, str)
+            urls.append((url, created.header("ETag") or ""))
+        # The creates went to both servers, and each URL names the one that answered.
+        prefixes = {url.split("/")[3] for url, _ in urls}
+        assert prefixes == {"rendezvous-1", "rendezvous-2"}, urls
+        for n, (url, tag) in enumerate(urls):
+            read = deployment.call("GET", url)
+            assert (read.status, read.body) == (200, f"offer {n}".encode()), (url, read)
+            written = deployment.call("PUT", url, body=b"answer", headers=(TEXT, ("If-Match", tag)))
+            assert written.status == 202, (url, written)
+            assert deployment.call("GET", url).body == b"answer"
+            assert deployment.call("DELETE", url).status == 204

@@ -24,14 +24,24 @@ from devtools.process import LoopbackPort, ManagedProcess, ManagedServer, tail
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["DOC_UPSTREAMS", "PROXIES", "DocProxy", "ProxyName", "doc_snippet"]
+__all__ = [
+    "DOC_UPSTREAMS",
+    "PROXIES",
+    "DocProxy",
+    "ProxyError",
+    "ProxyName",
+    "Store",
+    "doc_snippet",
+]
 
 ProxyName = Literal["nginx", "caddy", "haproxy"]
+Store = Literal["redis", "memory"]
 PROXIES: tuple[ProxyName, ...] = ("nginx", "caddy", "haproxy")
 
 STANDALONE_DOC = Path(__file__).resolve().parents[2] / "docs" / "standalone.md"
 #: The servers every snippet of the doc balances over, in order.
 DOC_UPSTREAMS = ("10.0.1.5:8090", "10.0.1.6:8090", "10.0.1.7:8090")
+MEMORY_MARK = "# memory store"
 _FENCE = {"nginx": "nginx", "caddy": "caddyfile", "haproxy": "haproxy"}
 _BINARY = {"nginx": "/usr/sbin/nginx", "caddy": "/usr/bin/caddy", "haproxy": "/usr/sbin/haproxy"}
 
@@ -40,18 +50,22 @@ class ProxyError(RuntimeError):
     """The proxy did not start."""
 
 
-def doc_snippet(name: ProxyName) -> str:
-    """The one code block of ``docs/standalone.md`` for proxy ``name``."""
+def doc_snippet(name: ProxyName, store: Store = "redis") -> str:
+    """The one code block of ``docs/standalone.md`` for proxy ``name`` and ``store`` (the
+    memory store's block starts with the comment ``# memory store``)."""
     text = STANDALONE_DOC.read_text(encoding="utf-8")
     blocks = re.findall(rf"^```{_FENCE[name]}\n(.*?)^```", text, flags=re.S | re.M)
-    assert len(blocks) == 1, f"expected one ```{_FENCE[name]} block in {STANDALONE_DOC}"
-    return str(blocks[0])
+    chosen = [b for b in blocks if b.startswith(MEMORY_MARK) == (store == "memory")]
+    assert len(chosen) == 1, f"expected one {store} ```{_FENCE[name]} block in {STANDALONE_DOC}"
+    return str(chosen[0])
 
 
 def _with_upstreams(snippet: str, upstreams: Sequence[int]) -> str:
-    for doc_address, port in zip(DOC_UPSTREAMS, upstreams, strict=True):
+    for doc_address, port in zip(DOC_UPSTREAMS, upstreams, strict=False):
         assert doc_address in snippet, f"{doc_address} is not in the snippet"
         snippet = snippet.replace(doc_address, f"127.0.0.1:{port}")
+    unmapped = [address for address in DOC_UPSTREAMS if address in snippet]
+    assert not unmapped, f"no server for {unmapped}"
     return snippet
 
 
@@ -75,11 +89,15 @@ def _accepts(port: int) -> bool:
 
 
 class DocProxy(ManagedServer):
-    """Proxy ``name`` on ``127.0.0.1:port``, routing as the doc says to ``upstreams``."""
+    """Proxy ``name`` on ``127.0.0.1:port``, routing to ``upstreams`` as the doc's block for
+    ``store`` says."""
 
-    def __init__(self, name: ProxyName, upstreams: Sequence[int], port: int) -> None:
+    def __init__(
+        self, name: ProxyName, upstreams: Sequence[int], port: int, store: Store = "redis"
+    ) -> None:
         self.name = name
         self.upstreams = list(upstreams)
+        self.store: Store = store
         self._port = LoopbackPort(port)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"rendezvous-{name}-"))
         self._proc = ManagedProcess(name, error=ProxyError)
@@ -98,7 +116,7 @@ class DocProxy(ManagedServer):
 
     def configuration(self) -> str:
         """The whole configuration file: the doc's snippet, adapted as the module says."""
-        snippet = _with_upstreams(doc_snippet(self.name), self.upstreams)
+        snippet = _with_upstreams(doc_snippet(self.name, self.store), self.upstreams)
         listen = f"127.0.0.1:{self.port}"
         if self.name == "nginx":
             # The snippet's server block says where the listen line goes.
