@@ -1,10 +1,13 @@
-"""The two ways docs/standalone.md installs the standalone server, run as written there:
+"""The two ways docs/standalone.md installs the standalone server, run as written there but
+in the debug profile, which this checkout's tests built already (seconds, not the minutes of
+a cold release build; the profile does not change how either is installed):
 
-- ``cargo install --locked --path rust/server`` (into a root of the test's own, reusing this
-  checkout's debug build so that it takes seconds), and the installed binary serves;
-- ``pip wheel --no-deps -w dist ./rust/server`` builds a wheel (maturin's ``bin`` bindings)
-  that carries the binary as a console command; installed into a fresh venv with no Rust
-  toolchain on PATH, that command serves a whole exchange.
+- ``cargo install --locked --path rust/server``, into a root of the test's own;
+- ``pip wheel --no-deps -w dist ./rust/server``, a wheel (maturin's ``bin`` bindings) that must
+  carry the binary as a console command, installed into a fresh venv with no Rust toolchain on
+  PATH.
+
+Each installed command then serves a create and a read.
 """
 
 from __future__ import annotations
@@ -109,6 +112,9 @@ def test_pip_installs_the_server_without_rust(
             "./rust/server",
         ],
         cwd=ROOT,
+        # maturin builds the debug profile the tests built already (seconds, not the minutes
+        # of a cold release build); the profile does not change what the wheel holds.
+        env={**os.environ, "MATURIN_PEP517_ARGS": "--profile dev"},
         check=True,
         capture_output=True,
         timeout=BUILD_TIMEOUT,
