@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support.http_client import SESSION_ROOT, get, request
+from support.no_rust import without_rust
 
 from devtools.standalone import BINARY_ENV, StandaloneServer
 
@@ -29,16 +30,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 900
 COMMAND = "synapse-rendezvous-server"
-
-
-def _without_rust(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with every cargo and rustup directory off PATH."""
-    path = os.pathsep.join(
-        entry
-        for entry in env.get("PATH", "").split(os.pathsep)
-        if ".cargo" not in entry and "rustup" not in entry
-    )
-    return {**env, "PATH": path, "CARGO_HOME": "/nonexistent", "RUSTUP_HOME": "/nonexistent"}
 
 
 def _target_dir() -> str:
@@ -125,7 +116,7 @@ def test_pip_installs_the_server_without_rust(
     assert len(scripts) == 1, scripts
 
     venv = tmp_path / "venv"
-    env = _without_rust(dict(os.environ))
+    env = without_rust(dict(os.environ))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     subprocess.run(
         [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", str(wheel)],

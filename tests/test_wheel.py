@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.http_client import create_session, delete, get, put
+from support.no_rust import without_rust
 
 from devtools.synapse import SynapseServer
 
@@ -23,16 +24,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 900
 INSTALL_TIMEOUT = 600
-
-
-def _without_rust(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with every cargo and rustup directory off PATH."""
-    path = os.pathsep.join(
-        entry
-        for entry in env.get("PATH", "").split(os.pathsep)
-        if ".cargo" not in entry and "rustup" not in entry
-    )
-    return {**env, "PATH": path, "CARGO_HOME": "/nonexistent", "RUSTUP_HOME": "/nonexistent"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel and matrix-synapse, built with no Rust on PATH."""
     root = tmp_path_factory.mktemp("venv")
-    env = _without_rust(dict(os.environ))
+    env = without_rust(dict(os.environ))
     assert shutil.which("cargo", path=env["PATH"]) is None
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120, env=env)
     pip = [str(root / "bin/python"), "-m", "pip", "install", "--quiet"]
