@@ -7,7 +7,7 @@ a cold release build; the profile does not change how either is installed):
   carry the binary as a console command, installed into a fresh venv with no Rust toolchain on
   PATH.
 
-Each installed command then serves a create and a read.
+Each installed command then serves a whole exchange: create, read, write and delete.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _target_dir() -> str:
 
 
 def _serves(program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``program`` starts as the server and answers a create and a read."""
+    """``program`` starts as the server and serves a whole exchange."""
     monkeypatch.setenv(BINARY_ENV, str(program))
     with StandaloneServer({"rate_limit": {"enabled": False}}) as server:
         created = request(
@@ -55,6 +55,15 @@ def _serves(program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         url = created.json_dict()["url"]
         assert isinstance(url, str)
         assert get(server, url).body == b"offer"
+        written = request(
+            server,
+            "PUT",
+            url,
+            body=b"answer",
+            headers=(("Content-Type", "text/plain"), ("If-Match", created.header("ETag") or "")),
+        )
+        assert written.status == 202, written
+        assert request(server, "DELETE", url).status == 204
 
 
 def test_cargo_install_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,6 +120,8 @@ def test_pip_installs_the_server_without_rust(
         timeout=BUILD_TIMEOUT,
     )
     (wheel,) = dist.glob("synapse_rendezvous_server-*.whl")
+    # A binary only: one wheel serves every Python version of the platform.
+    assert "-py3-none-" in wheel.name, wheel.name
     with zipfile.ZipFile(wheel) as archive:
         scripts = [name for name in archive.namelist() if name.endswith(f".data/scripts/{COMMAND}")]
     assert len(scripts) == 1, scripts

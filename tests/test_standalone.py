@@ -16,16 +16,13 @@ The spec suite, the rate-limit tests and the SIGTERM test run against it through
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import itertools
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,11 +48,11 @@ from support.http_client import etag as _etag
 from support.raw_http import build_request, connect, read_until_close
 from support.raw_http import create as raw_create
 
-from devtools.standalone import BINARY_ENV, BINARY_NAME, StandaloneServer, binary
+from devtools.standalone import StandaloneServer, binary
 from devtools.synapse import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from conftest import RedisFactory, ServerFactory
 
@@ -641,68 +638,3 @@ def test_redis_outage_gives_quick_503_then_service_resumes(redis_factory: RedisF
             while post_create(server, b"after").status != 201:
                 assert time.monotonic() < deadline, "service did not resume"
                 time.sleep(0.1)
-
-
-# -- distribution -----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.slow
-def test_the_wheel_installs_the_command_without_rust(tmp_path: Path) -> None:
-    """``rust/server`` is also a Python package (maturin's ``bin`` bindings): its wheel,
-    installed into a fresh venv with no cargo on PATH, gives the ``synapse-rendezvous-server``
-    command, which serves."""
-    root = Path(__file__).resolve().parent.parent
-    venv_bin = Path(sys.executable).parent
-    manifest, out = root / "rust/server/Cargo.toml", tmp_path / "dist"
-    build = ["build", "--release", "--locked", "--quiet", "-m", str(manifest), "--out", str(out)]
-    subprocess.run(
-        [str(venv_bin / "maturin"), *build],
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
-    (wheel,) = out.glob("synapse_rendezvous_server-*.whl")
-    assert "-py3-none-" in wheel.name, wheel.name
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("CARGO_HOME", "RUSTUP_HOME", "VIRTUAL_ENV", BINARY_ENV)
-    }
-    env["PATH"] = os.pathsep.join(
-        part
-        for part in env.get("PATH", "").split(os.pathsep)
-        if ".cargo" not in part and "rustup" not in part
-    )
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-index", str(wheel)],
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    command = venv / "bin" / BINARY_NAME
-    version = subprocess.run(
-        [str(command), "--version"], capture_output=True, text=True, env=env, timeout=30
-    )
-    assert version.stdout.startswith(f"{BINARY_NAME} "), version
-    with _binary(command), StandaloneServer(NO_LIMITS) as server:
-        url, created = create_session(server, b"from the wheel")
-        assert get(server, url).body == b"from the wheel"
-        assert put(server, url, b"x", etag=_etag(created)).status == 202
-        assert delete(server, url).status == 204
-
-
-@contextlib.contextmanager
-def _binary(path: Path) -> Iterator[None]:
-    """Makes `StandaloneServer` run ``path``."""
-    before = os.environ.get(BINARY_ENV)
-    os.environ[BINARY_ENV] = str(path)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[BINARY_ENV]
-        else:
-            os.environ[BINARY_ENV] = before
