@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from devtools.process import LoopbackPort, ManagedProcess
+from devtools.process import LoopbackHttp, LoopbackPort, ManagedProcess
 
 # (`binary` is the run step's too: re-exported.)
 from devtools.standalone import StandaloneServer
@@ -119,21 +119,13 @@ def make_standalone(store: str, redis_url: str | None = None) -> StandaloneServe
     return StandaloneServer(config)
 
 
-class Ceiling:
+class Ceiling(LoopbackHttp):
     """``synapse-rendezvous-server --bench-trivial``: the same runtime and HTTP stack as the
     server, answering every request with an empty 200."""
 
     def __init__(self) -> None:
         self._port = LoopbackPort()
         self._proc = ManagedProcess("the trivial ceiling")
-
-    @property
-    def port(self) -> int:
-        return self._port.number
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def pid(self) -> int | None:

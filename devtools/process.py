@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-__all__ = ["ADDRESS_IN_USE", "LoopbackPort", "ManagedProcess", "free_port", "tail"]
+__all__ = [
+    "ADDRESS_IN_USE",
+    "LoopbackHttp",
+    "LoopbackPort",
+    "ManagedProcess",
+    "free_port",
+    "tail",
+]
 
 #: What a server's log says when its port is taken (the kernel's EADDRINUSE message).
 ADDRESS_IN_USE = "Address already in use"
@@ -59,6 +66,21 @@ class LoopbackPort:
             attempt()
         # From now on the URL must not change: restarts use the same port.
         self._fixed = True
+
+
+class LoopbackHttp:
+    """An HTTP server on ``127.0.0.1`` at its `LoopbackPort` (``self._port``): its port and
+    base URL."""
+
+    _port: LoopbackPort
+
+    @property
+    def port(self) -> int:
+        return self._port.number
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
 
 
 class ManagedProcess:

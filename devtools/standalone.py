@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from devtools.process import LoopbackPort, ManagedProcess, ManagedServer, tail
+from devtools.process import LoopbackHttp, LoopbackPort, ManagedProcess, ManagedServer, tail
 
 if TYPE_CHECKING:
     import signal
@@ -68,7 +68,7 @@ def binary() -> Path:
     return max(existing, key=lambda path: path.stat().st_mtime)
 
 
-class StandaloneServer(ManagedServer):
+class StandaloneServer(LoopbackHttp, ManagedServer):
     """``synapse-rendezvous-server`` on 127.0.0.1 in a throwaway work directory.
 
     ``config`` holds the module's keys (``ttl``, ``store``, ``redis``, ``rate_limit``...);
@@ -97,14 +97,6 @@ class StandaloneServer(ManagedServer):
 
     def __repr__(self) -> str:
         return f"<StandaloneServer {self.base_url} workdir={self.workdir}>"
-
-    @property
-    def port(self) -> int:
-        return self._port.number
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def config_path(self) -> Path:

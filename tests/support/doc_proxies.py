@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from devtools.process import LoopbackPort, ManagedProcess, ManagedServer, tail
+from devtools.process import LoopbackHttp, LoopbackPort, ManagedProcess, ManagedServer, tail
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -88,7 +88,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-class DocProxy(ManagedServer):
+class DocProxy(LoopbackHttp, ManagedServer):
     """Proxy ``name`` on ``127.0.0.1:port``, routing to ``upstreams`` as the doc's block for
     ``store`` says."""
 
@@ -101,14 +101,6 @@ class DocProxy(ManagedServer):
         self._port = LoopbackPort(port)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"rendezvous-{name}-"))
         self._proc = ManagedProcess(name, error=ProxyError)
-
-    @property
-    def port(self) -> int:
-        return self._port.number
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     @property
     def log_path(self) -> Path:
