@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 
     from devtools.synapse import LogRecord
 
-__all__ = ["BINARY_ENV", "StandaloneMode", "StandaloneServer", "StandaloneStartError", "binary"]
+__all__ = [
+    "BINARY_ENV",
+    "StandaloneMode",
+    "StandaloneServer",
+    "StandaloneStartError",
+    "binary",
+    "target_dir",
+]
 
 StandaloneMode = Literal["standalone"]
 BINARY_ENV = "SYNAPSE_RENDEZVOUS_SERVER"
@@ -51,12 +58,17 @@ class StandaloneStartError(RuntimeError):
     """The server did not become ready; the message ends with the tail of its log."""
 
 
+def target_dir() -> Path:
+    """Where cargo builds this checkout: ``$CARGO_TARGET_DIR``, else ``target/``."""
+    return Path(os.environ.get("CARGO_TARGET_DIR", _ROOT / "target"))
+
+
 def binary() -> Path:
     """The server binary to run (see the module's documentation)."""
     chosen = os.environ.get(BINARY_ENV)
     if chosen:
         return Path(chosen)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", _ROOT / "target"))
+    target = target_dir()
     built = [target / profile / BINARY_NAME for profile in ("release", "debug")]
     existing = [path for path in built if path.is_file()]
     if not existing:

@@ -12,7 +12,6 @@ Each installed command then serves a whole exchange: create, read, write and del
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,28 +19,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.http_client import SESSION_ROOT, get, request
+from support.http_client import SESSION_ROOT, delete, get, put, request
 from support.no_rust import without_rust
 
-from devtools.standalone import BINARY_ENV, StandaloneServer
+from devtools.standalone import BINARY_ENV, StandaloneServer, target_dir
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 900
 COMMAND = "synapse-rendezvous-server"
-
-
-def _target_dir() -> str:
-    done = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--locked"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return str(json.loads(done.stdout)["target_directory"])
 
 
 def _serves(program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,15 +42,9 @@ def _serves(program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         url = created.json_dict()["url"]
         assert isinstance(url, str)
         assert get(server, url).body == b"offer"
-        written = request(
-            server,
-            "PUT",
-            url,
-            body=b"answer",
-            headers=(("Content-Type", "text/plain"), ("If-Match", created.header("ETag") or "")),
-        )
+        written = put(server, url, b"answer", etag=created.header("ETag") or "")
         assert written.status == 202, written
-        assert request(server, "DELETE", url).status == 204
+        assert delete(server, url).status == 204
 
 
 def test_cargo_install_from_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +61,7 @@ def test_cargo_install_from_the_checkout(tmp_path: Path, monkeypatch: pytest.Mon
             # The debug profile this checkout's tests built already: seconds, not minutes.
             "--debug",
             "--target-dir",
-            _target_dir(),
+            str(target_dir()),
         ],
         cwd=ROOT,
         check=True,
