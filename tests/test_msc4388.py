@@ -126,6 +126,36 @@ def synapse(
         yield srv
 
 
+def _provision(srv: HasBaseUrl) -> None:
+    """Creates ``USER``, whom the stand-in MAS vouches for, through MAS's provisioning API."""
+    provisioned = request(
+        srv,
+        "POST",
+        "/_synapse/mas/provision_user",
+        body=json.dumps({"localpart": USER}).encode(),
+        headers=(
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer mas-shared-secret"),
+        ),
+    )
+    assert provisioned.status in (200, 201), provisioned
+
+
+@contextlib.contextmanager
+def creating_device(
+    server_factory: ServerFactory, store: str, mode: str
+) -> Iterator[tuple[DevServer, tuple[tuple[str, str], ...]]]:
+    """Synapse with MSC4388 in ``mode``, and the headers of a device that may create: none in
+    ``open`` mode, a valid access token in ``authenticated`` mode."""
+    if mode == "open":
+        with synapse(server_factory, store, "open") as srv:
+            yield srv, ()
+        return
+    with fake_mas() as mas, synapse(server_factory, store, "authenticated", mas=mas) as srv:
+        _provision(srv)
+        yield srv, (("Authorization", f"Bearer {VALID_TOKEN}"),)
+
+
 def call(
     srv: HasBaseUrl,
     method: str,
@@ -146,22 +176,23 @@ def create(srv: HasBaseUrl, data: str = "hello", **kwargs: Any) -> dict[str, Any
     return resp.json_dict()
 
 
-# -- open mode, both stores ------------------------------------------------------------------
+# -- every rule, both modes, both stores -------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["open", "authenticated"])
 @pytest.mark.parametrize("store", STORES)
-def test_open_mode_serves_every_rule_through_synapse(
-    server_factory: ServerFactory, store: str
-) -> None:
-    with synapse(server_factory, store, "open") as srv:
-        resp = call(srv, "GET", PREFIX)
+def test_every_rule_through_synapse(server_factory: ServerFactory, store: str, mode: str) -> None:
+    """Every rule of MSC4388, as a device that may create meets them: in ``authenticated``
+    mode it sends its access token to discovery and creates (the session paths need none)."""
+    with creating_device(server_factory, store, mode) as (srv, auth):
+        resp = call(srv, "GET", PREFIX, headers=auth)
         assert (resp.status, resp.json()) == (200, {"create_available": True}), resp
         assert resp.header("Content-Type") == "application/json", resp
         assert resp.header("Access-Control-Allow-Origin") == "*", resp
         assert resp.header("Cache-Control") == "no-cache, no-store, must-revalidate", resp
-        assert "and MSC4388 rendezvous (open)" in srv.log_text()
+        assert f"and MSC4388 rendezvous ({mode})" in srv.log_text()
 
-        created = create(srv, "first")
+        created = create(srv, "first", headers=auth)
         assert set(created) == {"id", "sequence_token", "expires_in_ms"}, created
         assert 0 < created["expires_in_ms"] <= 120_000
         url = f"{PREFIX}/{created['id']}"
@@ -196,11 +227,11 @@ def test_open_mode_serves_every_rule_through_synapse(
         # 4096 bytes of data (UTF-8) fit, 4097 do not, counted in bytes not characters.
         resp = call(srv, "PUT", url, {"sequence_token": third, "data": "é" * 2048})
         assert resp.status == 200, resp
-        resp = call(srv, "POST", PREFIX, {"data": "é" * 2048 + "a"})
+        resp = call(srv, "POST", PREFIX, {"data": "é" * 2048 + "a"}, headers=auth)
         assert (resp.status, errcode(resp)) == (413, "M_TOO_LARGE"), resp
 
         for bad in (b"{", b"[]", b'{"data": 5}', b"{}"):
-            resp = call(srv, "POST", PREFIX, raw=bad)
+            resp = call(srv, "POST", PREFIX, raw=bad, headers=auth)
             assert (resp.status, errcode(resp)) == (400, "M_INVALID_PARAM"), (bad, resp)
         resp = call(srv, "PUT", url, raw=b'{"data": "x"}')
         assert (resp.status, errcode(resp)) == (400, "M_INVALID_PARAM"), resp
@@ -283,17 +314,7 @@ def test_authenticated_mode_needs_a_token_to_create_only(
     server_factory: ServerFactory, store: str
 ) -> None:
     with fake_mas() as mas, synapse(server_factory, store, "authenticated", mas=mas) as srv:
-        provisioned = request(
-            srv,
-            "POST",
-            "/_synapse/mas/provision_user",
-            body=json.dumps({"localpart": USER}).encode(),
-            headers=(
-                ("Content-Type", "application/json"),
-                ("Authorization", "Bearer mas-shared-secret"),
-            ),
-        )
-        assert provisioned.status in (200, 201), provisioned
+        _provision(srv)
         bearer = (("Authorization", f"Bearer {VALID_TOKEN}"),)
 
         # Signed out: discovery says so (not 401), creates are forbidden.
