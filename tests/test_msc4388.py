@@ -50,6 +50,7 @@ VALID_TOKEN = "mas-valid-token"
 USER = "alice"
 
 STORES = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+MODES = ["open", "authenticated"]
 
 
 # -- a stand-in for MAS's introspection endpoint ---------------------------------------------
@@ -143,15 +144,23 @@ def _provision(srv: HasBaseUrl) -> None:
 
 @contextlib.contextmanager
 def creating_device(
-    server_factory: ServerFactory, store: str, mode: str
+    server_factory: ServerFactory,
+    store: str,
+    mode: str,
+    module_config: dict[str, object] | None = None,
 ) -> Iterator[tuple[DevServer, tuple[tuple[str, str], ...]]]:
     """Synapse with MSC4388 in ``mode``, and the headers of a device that may create: none in
     ``open`` mode, a valid access token in ``authenticated`` mode."""
     if mode == "open":
-        with synapse(server_factory, store, "open") as srv:
+        with synapse(server_factory, store, "open", module_config=module_config) as srv:
             yield srv, ()
         return
-    with fake_mas() as mas, synapse(server_factory, store, "authenticated", mas=mas) as srv:
+    with (
+        fake_mas() as mas,
+        synapse(
+            server_factory, store, "authenticated", mas=mas, module_config=module_config
+        ) as srv,
+    ):
         _provision(srv)
         yield srv, (("Authorization", f"Bearer {VALID_TOKEN}"),)
 
@@ -179,7 +188,7 @@ def create(srv: HasBaseUrl, data: str = "hello", **kwargs: Any) -> dict[str, Any
 # -- every rule, both modes, both stores -------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["open", "authenticated"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("store", STORES)
 def test_every_rule_through_synapse(server_factory: ServerFactory, store: str, mode: str) -> None:
     """Every rule of MSC4388, as a device that may create meets them: in ``authenticated``
@@ -461,7 +470,10 @@ def test_the_standalone_server_checks_no_tokens() -> None:
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_capacity_and_rate_limits_cover_msc4388(server_factory: ServerFactory, store: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_capacity_and_rate_limits_cover_msc4388(
+    server_factory: ServerFactory, store: str, mode: str
+) -> None:
     """One capacity for both protocols, never evicting; the session bucket shared with
     MSC4108's requests, with 429 M_LIMIT_EXCEEDED and Retry-After."""
     limits = {
@@ -473,10 +485,10 @@ def test_capacity_and_rate_limits_cover_msc4388(server_factory: ServerFactory, s
             "max_sessions_per_ip": 100,
         },
     }
-    with synapse(server_factory, store, "open", module_config=limits) as srv:
+    with creating_device(server_factory, store, mode, limits) as (srv, auth):
         old_url, _ = create_session(srv, b"2024")
-        new = create(srv, "2025")
-        full = call(srv, "POST", PREFIX, {"data": "third"})
+        new = create(srv, "2025", headers=auth)
+        full = call(srv, "POST", PREFIX, {"data": "third"}, headers=auth)
         assert (full.status, errcode(full)) == (429, "M_LIMIT_EXCEEDED"), full
         assert full.header("Retry-After") is not None, full
         # Nothing was evicted to make room.
@@ -492,7 +504,10 @@ def test_capacity_and_rate_limits_cover_msc4388(server_factory: ServerFactory, s
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_create_rate_limit_covers_msc4388(server_factory: ServerFactory, store: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_create_rate_limit_covers_msc4388(
+    server_factory: ServerFactory, store: str, mode: str
+) -> None:
     """The create bucket on its own, with capacity far out of reach: the third create is
     429 M_LIMIT_EXCEEDED, told to wait for the bucket's refill (not for a session to end,
     as a full store says), the bucket is the one MSC4108's creates take from, and the
@@ -506,10 +521,10 @@ def test_create_rate_limit_covers_msc4388(server_factory: ServerFactory, store: 
             "max_sessions_per_ip": 100,
         },
     }
-    with synapse(server_factory, store, "open", module_config=limits) as srv:
-        first = create(srv, "first")
-        create(srv, "second")
-        limited = call(srv, "POST", PREFIX, {"data": "third"})
+    with creating_device(server_factory, store, mode, limits) as (srv, auth):
+        first = create(srv, "first", headers=auth)
+        create(srv, "second", headers=auth)
+        limited = call(srv, "POST", PREFIX, {"data": "third"}, headers=auth)
         assert (limited.status, errcode(limited)) == (429, "M_LIMIT_EXCEEDED"), limited
         # One token per 1000 s: the wait is the refill's, far beyond any session's ttl.
         retry_after = int(limited.header("Retry-After") or 0)

@@ -9,7 +9,9 @@ test writes that file. That works for the memory store, where Synapse's own cloc
 module reads its reactor's) decides, and the test checks that the jump took effect, so that
 a clock that did not move cannot pass as expiry. With the Redis store redis-server's clock
 decides (``TIME`` in the scripts, and key expiry), and redis-server does not start under
-libfaketime on this system, so that test waits the 120 s for real.
+libfaketime on this system, so that test waits the 120 s for real, once, for a Synapse in
+each MSC4388 mode on the same Redis. In ``authenticated`` mode the device creates with its
+access token; the session paths need none.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from support.http_client import errcode
-from test_msc4388 import PREFIX, call, create, synapse
+from test_msc4388 import MODES, PREFIX, call, create, creating_device
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,16 +73,17 @@ def _assert_alive(srv: HasBaseUrl, session: str, data: str) -> None:
     assert resp.json_dict()["data"] == data, resp
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_memory_store_sessions_end_at_ttl_by_synapses_clock(
-    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
 ) -> None:
     offset = tmp_path / "faketime"
     with contextlib.ExitStack() as stack:
         with faked_clock(monkeypatch, offset):
-            srv = stack.enter_context(
-                synapse(server_factory, "memory", "open", module_config={"ttl": f"{TTL_S}s"})
+            srv, auth = stack.enter_context(
+                creating_device(server_factory, "memory", mode, {"ttl": f"{TTL_S}s"})
             )
-        created = create(srv, "offer")
+        created = create(srv, "offer", headers=auth)
         assert created["expires_in_ms"] == TTL_S * 1000, created
         _jump(offset, TTL_S - 20)
         resp = call(srv, "GET", f"{PREFIX}/{created['id']}")
@@ -101,23 +104,28 @@ def test_redis_store_sessions_end_at_ttl_by_redis_clock(
     server_factory: ServerFactory, redis_factory: RedisFactory
 ) -> None:
     # redis-server cannot run under libfaketime here (its jemalloc calls clock_gettime
-    # while libfaketime initialises, and it never starts), so this one waits for real.
-    with (
-        redis_factory() as redis,
-        synapse(
-            server_factory,
-            "redis",
-            "open",
-            module_config={"ttl": f"{TTL_S}s", "redis": {"url": redis.url}},
-        ) as srv,
-    ):
-        created = create(srv, "offer")
+    # while libfaketime initialises, and it never starts), so this one waits for real: once,
+    # for a Synapse in each mode on the same Redis.
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(redis_factory())
+        config: dict[str, object] = {"ttl": f"{TTL_S}s", "redis": {"url": redis.url}}
+        # Both boot before either creates, so that the sessions end within a second.
+        devices = [
+            stack.enter_context(creating_device(server_factory, "redis", mode, config))
+            for mode in MODES
+        ]
+        sessions = [
+            (srv, create(srv, f"offer {n}", headers=auth)["id"], f"offer {n}")
+            for n, (srv, auth) in enumerate(devices)
+        ]
         redis_then = _redis_seconds(redis.execute("TIME"))
         _sleep_until(time.monotonic() + TTL_S - 5)
-        _assert_alive(srv, created["id"], "offer")
+        for srv, session, data in sessions:
+            _assert_alive(srv, session, data)
         _sleep_until(time.monotonic() + 6)
         assert _redis_seconds(redis.execute("TIME")) - redis_then > TTL_S
-        _assert_gone(srv, created["id"], "offer")
+        for srv, session, data in sessions:
+            _assert_gone(srv, session, data)
 
 
 def _redis_seconds(reply: str) -> float:
