@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.http_client import etag as _etag
 from support.http_client import get
-from support.raw_http import create, create_url, request
+from support.raw_http import RawResponse, create, create_url, request
+from test_msc4388 import PREFIX as MSC4388_PREFIX
 
 from devtools.synapse import SynapseServer, SynapseStartError, free_port
 
@@ -324,3 +326,77 @@ def test_store_errors_are_counted_when_redis_is_down(setup: Setup) -> None:
     counts = responses(after)
     assert counts.get(("POST", "503"), 0) >= 1
     assert counts.get(("GET", "503"), 0) >= 1
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_msc4388_is_counted_under_its_protocol_and_shares_the_quota(
+    store: str, redis_factory: RedisFactory
+) -> None:
+    """With MSC4388 on, its creates, retries, conflicts, deletes and refusals are counted
+    under ``protocol="msc4388"``, apart from MSC4108's; and one client's live sessions of
+    both protocols count against one ``max_sessions_per_ip``."""
+    limits = {
+        "enabled": True,
+        "create": {"per_second": 1000, "burst": 1000},
+        "session": {"per_second": 1000, "burst": 1000},
+        "max_sessions_per_ip": 2,
+    }
+    with contextlib.ExitStack() as stack:
+        config: dict[str, object] = {"ttl": "120s", "rate_limit": limits}
+        if store == "redis":
+            redis = stack.enter_context(redis_factory())
+            config.update({"store": "redis", "redis": {"url": redis.url}})
+        srv = MetricsServer(
+            mode="takeover",
+            module_config=config,
+            extra_config={
+                "experimental_features": {"msc4108_enabled": True, "msc4388_mode": "open"}
+            },
+        )
+        stack.callback(srv.stop)
+        try:
+            srv.start()
+        except SynapseStartError as exc:
+            pytest.fail(f"Synapse with metrics failed to start:\n{exc}", pytrace=False)
+
+        def msc4388(method: str, path: str = "", body: object = None) -> RawResponse:
+            data = None if body is None else json.dumps(body).encode()
+            headers = [("Content-Type", "application/json")] if data is not None else []
+            return request(srv, method, MSC4388_PREFIX + path, headers=headers, body=data)
+
+        assert create(srv).status == 201
+        made = msc4388("POST", body={"data": "a"})
+        assert made.status == 200, made
+        session, token = made.json_dict()["id"], made.json_dict()["sequence_token"]
+        # A third live session for this client, of either protocol, is over the quota.
+        over = msc4388("POST", body={"data": "b"})
+        assert (over.status, over.errcode()) == (429, "M_LIMIT_EXCEEDED"), over
+        assert create(srv).status == 429
+        written = msc4388("PUT", f"/{session}", {"sequence_token": token, "data": "c"})
+        assert written.status == 200, written
+        retried = msc4388("PUT", f"/{session}", {"sequence_token": token, "data": "c"})
+        assert retried.status == 200, retried
+        conflict = msc4388("PUT", f"/{session}", {"sequence_token": token, "data": "d"})
+        assert conflict.status == 409, conflict
+        assert msc4388("DELETE", f"/{session}").status == 200
+
+        samples = srv.scrape()
+        counted = {
+            name: value(samples, name, store=store, protocol="msc4388")
+            for name in (
+                "sessions_created_total",
+                "retries_total",
+                "conflicts_total",
+                "sessions_deleted_total",
+                "rate_limited_total",
+            )
+        }
+        assert counted == {
+            "sessions_created_total": 1,
+            "retries_total": 1,
+            "conflicts_total": 1,
+            "sessions_deleted_total": 1,
+            "rate_limited_total": 1,
+        }, counted
+        assert value(samples, "sessions_created_total", store=store, protocol="msc4108") == 1
+        assert value(samples, "rate_limited_total", store=store, protocol="msc4108") == 1
